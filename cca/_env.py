@@ -1,0 +1,37 @@
+"""Every environment switch of ``cca`` in one place.
+
+* ``CCA_BACKEND``: ``auto`` (default: compiled kernels when they load, else the reference),
+  ``extension`` (compiled kernels or an error) or ``reference`` (pure PyTorch, never compiles).
+* ``CCA_CACHE_DIR``: where the JIT build of ``csrc/`` is cached
+  (default ``~/.cache/cca/<torch version>``).
+* ``CCA_VERBOSE_BUILD``: ``1`` shows the compiler output of the JIT build.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+BACKENDS = ("auto", "extension", "reference")
+
+
+def backend() -> str:
+    """The requested backend, validated (``auto`` when unset)."""
+    value = os.environ.get("CCA_BACKEND", "auto").strip().lower() or "auto"
+    if value not in BACKENDS:
+        raise ValueError(f"CCA_BACKEND must be one of {BACKENDS}, got CCA_BACKEND={value!r}")
+    return value
+
+
+def cache_dir() -> Path:
+    """Directory of the JIT-compiled extension for this torch build."""
+    root = os.environ.get("CCA_CACHE_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "cca"
+    tag = torch.__version__.replace("+", "-")
+    return base / f"torch-{tag}"
+
+
+def verbose_build() -> bool:
+    return os.environ.get("CCA_VERBOSE_BUILD", "0") not in ("", "0", "false", "False")
