@@ -69,23 +69,25 @@ def _jit_build() -> Path:
     build_dir = _env.cache_dir() / ("cuda" if with_cuda else "cpu")
     build_dir.mkdir(parents=True, exist_ok=True)
     name = "cca_C_cuda" if with_cuda else "cca_C_cpu"
-    print(
-        f"cca: compiling the criss-cross kernels ({'CPU+CUDA' if with_cuda else 'CPU'}) on first use; "
-        f"cached in {build_dir}",
-        file=sys.stderr,
-        flush=True,
-    )
+    built = build_dir / f"{name}.so"
+    if not built.is_file() or built.stat().st_mtime < _newest_source_mtime():
+        print(
+            f"cca: compiling the criss-cross kernels ({'CPU+CUDA' if with_cuda else 'CPU'}) on first use; "
+            f"cached in {build_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
     cpp_extension.load(
         name=name,
         sources=[str(f) for f in files],
         extra_cflags=["-O3"],
-        extra_cuda_cflags=["-O3", "--use_fast_math"] if with_cuda else None,
+        extra_cuda_cflags=["-O3"] if with_cuda else None,
         extra_include_paths=[str(files[0].parent)],
         build_directory=str(build_dir),
         is_python_module=False,
         verbose=_env.verbose_build(),
     )
-    return build_dir / f"{name}.so"
+    return built
 
 
 def load() -> bool:
