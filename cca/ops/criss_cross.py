@@ -123,13 +123,18 @@ def _check_attention(attention, value, ndim: int) -> None:
 # --------------------------------------------------------------------------- backend choice
 def use_extension(device: torch.device) -> bool:
     """Whether the compiled kernels serve tensors on ``device`` (honours ``CCA_BACKEND``)."""
+    return _use_extension(device.type)
+
+
+@torch.compiler.assume_constant_result  # decided once, outside the graph: no break under torch.compile
+def _use_extension(device_type: str) -> bool:
     requested = _env.backend()
     if requested == "reference":
         return False
-    available = _extension.has_kernel(device.type)
+    available = _extension.has_kernel(device_type)
     if requested == "extension" and not available:
         raise RuntimeError(
-            f"CCA_BACKEND=extension but the compiled kernels have no {device.type} implementation; "
+            f"CCA_BACKEND=extension but the compiled kernels have no {device_type} implementation; "
             "run `python -m cca.info` to see what was built"
         )
     return available

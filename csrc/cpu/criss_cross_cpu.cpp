@@ -9,8 +9,8 @@
 //   d(ca_map)(dout, a, v)  = (weight_fwd(dout, v), map_bwd_v(a, dout)).
 //
 // The heavy lifting is BLAS on a channels-last copy of the inputs: along each axis (row, column,
-// time) the interactions of a line
-// with itself form a small matrix product, e.g. per row (t, y): (W, C) x (C, W). The slot
+// time) the interactions of a line with itself form a small matrix product, e.g. per row (t, y):
+// (W, C) x (C, W). The slot
 // layout of the attention map is converted to and from these "line matrices" by two
 // at::parallel_for loops that use the index math of criss_cross.h (cross_position for the
 // assembly, cross_slot for the disassembly), the same functions the CUDA kernels use.
