@@ -32,7 +32,7 @@ def _python(session: nox.Session) -> str:
     """Create/refresh the shared environment and return its interpreter."""
     python = ENV_DIR / "bin" / "python"
     stamp = ENV_DIR / ".cca-installed"
-    want = hashlib.sha256(((ROOT / "pyproject.toml").read_bytes() + " ".join(TORCH_PINS).encode())).hexdigest()
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + " ".join(TORCH_PINS).encode()).hexdigest()
     if not python.exists():
         session.run(sys.executable, "-m", "venv", str(ENV_DIR), external=True)
     if not stamp.exists() or stamp.read_text() != want:

@@ -5,6 +5,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include "criss_cross.h"
+
 namespace cca {
 
 inline void check_volume(const at::Tensor& t, const char* name, int64_t dim) {
@@ -47,6 +49,17 @@ inline void check_grad(const at::Tensor& grad, const at::Tensor& like, const cha
   check_pair(grad, "grad", like, what);
   TORCH_CHECK(grad.sizes() == like.sizes(), "grad must have the shape of ", what, " ", like.sizes(), ", got ",
               grad.sizes());
+}
+
+// grad of the affinity: (N, L, T, H, W) for query (N, C', T, H, W).
+inline void check_weight_grad(const at::Tensor& grad, const at::Tensor& query) {
+  TORCH_CHECK(grad.defined(), "grad of the affinity is undefined");
+  check_pair(grad, "grad", query, "query");
+  const int64_t N = query.size(0), T = query.size(2), H = query.size(3), W = query.size(4);
+  const int64_t L = cross_length(T, H, W);
+  TORCH_CHECK(grad.dim() == 5 && grad.size(0) == N && grad.size(1) == L && grad.size(2) == T && grad.size(3) == H &&
+                  grad.size(4) == W,
+              "grad must have shape [", N, ", ", L, ", ", T, ", ", H, ", ", W, "], got ", grad.sizes());
 }
 
 // 2D tensors (N, C, H, W) are run as (N, C, 1, H, W).

@@ -77,11 +77,18 @@ def _jit_build() -> Path:
             file=sys.stderr,
             flush=True,
         )
+    cuda_flags, ld_flags = [], []
+    if with_cuda:
+        from cca.ops import _toolkit
+
+        cuda_flags = ["-O3", *_toolkit.system_include_flags()]
+        ld_flags = [f"-L{lib}" for lib in _toolkit.cuda_library_dirs(cpp_extension.CUDA_HOME)]
     cpp_extension.load(
         name=name,
         sources=[str(f) for f in files],
         extra_cflags=["-O3"],
-        extra_cuda_cflags=["-O3"] if with_cuda else None,
+        extra_cuda_cflags=cuda_flags or None,
+        extra_ldflags=ld_flags or None,
         extra_include_paths=[str(files[0].parent)],
         build_directory=str(build_dir),
         is_python_module=False,

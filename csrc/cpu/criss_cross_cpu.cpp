@@ -211,15 +211,6 @@ void check_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor for the CPU kernel, got device ", t.device());
 }
 
-void check_weight_grad(const at::Tensor& grad, const at::Tensor& query) {
-  TORCH_CHECK(grad.defined(), "grad of the affinity is undefined");
-  check_pair(grad, "grad", query, "query");
-  const Dims d(query);
-  TORCH_CHECK(grad.dim() == 5 && grad.size(0) == d.N && grad.size(1) == d.L && grad.size(2) == d.T &&
-                  grad.size(3) == d.H && grad.size(4) == d.W,
-              "grad must have shape [", d.N, ", ", d.L, ", ", d.T, ", ", d.H, ", ", d.W, "], got ", grad.sizes());
-}
-
 // ------------------------------------------------------------------------------------ 3D ops
 at::Tensor ca_weight_3d_cpu(const at::Tensor& query, const at::Tensor& key) {
   check_weight_inputs(query, key);

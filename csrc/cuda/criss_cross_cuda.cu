@@ -214,17 +214,6 @@ void check_cuda(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor for the CUDA kernel, got device ", t.device());
 }
 
-// grad of the affinity: (N, L, T, H, W) for query (N, C', T, H, W).
-void check_weight_grad(const at::Tensor& grad, const at::Tensor& query) {
-  TORCH_CHECK(grad.defined(), "grad of the affinity is undefined");
-  check_pair(grad, "grad", query, "query");
-  const int64_t N = query.size(0), T = query.size(2), H = query.size(3), W = query.size(4);
-  const int64_t L = cross_length(T, H, W);
-  TORCH_CHECK(grad.dim() == 5 && grad.size(0) == N && grad.size(1) == L && grad.size(2) == T && grad.size(3) == H &&
-                  grad.size(4) == W,
-              "grad must have shape [", N, ", ", L, ", ", T, ", ", H, ", ", W, "], got ", grad.sizes());
-}
-
 // ------------------------------------------------------------------------------ 3D ops
 at::Tensor ca_weight_3d_cuda(const at::Tensor& query, const at::Tensor& key) {
   check_weight_inputs(query, key);
