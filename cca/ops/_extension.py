@@ -99,13 +99,13 @@ def _jit_build() -> Path:
 
 def load() -> bool:
     """Load the compiled kernels once; ``True`` when ``torch.ops.cca`` is usable."""
+    requested = _env.backend()  # validated first: a bad value raises and leaves nothing half-set
+    if requested == "reference":  # not remembered: a later CCA_BACKEND=auto may still load
+        return _state["loaded"]
     with _lock:
         if _state["tried"]:
             return _state["loaded"]
         _state["tried"] = True
-        if _env.backend() == "reference":
-            _state["error"] = "CCA_BACKEND=reference"
-            return False
         try:
             lib = _aot_library()
             if lib is not None:
@@ -117,11 +117,13 @@ def load() -> bool:
             _state["path"], _state["loaded"] = str(lib), True
         except Exception as exc:  # no compiler, broken toolchain, ...: fall back, say why once
             _state["error"] = f"{type(exc).__name__}: {exc}"
-            if _env.backend() == "extension":
+            if requested == "extension":
                 raise RuntimeError(f"CCA_BACKEND=extension but the kernels could not be loaded: {exc}") from exc
+            lines = _state["error"].splitlines()
+            reason = next((line for line in lines if "error:" in line), lines[0] if lines else "")
             warnings.warn(
                 "cca: compiled kernels unavailable, using the pure-PyTorch reference path "
-                f"({_state['error'].splitlines()[0][:300]}). Run `python -m cca.info` for details; "
+                f"({reason.strip()[:300]}). Run `python -m cca.info` for details; "
                 "set CCA_BACKEND=reference to skip the build.",
                 RuntimeWarning,
                 stacklevel=3,
@@ -137,6 +139,8 @@ def has_kernel(device_type: str) -> bool:
     """Whether the loaded library has kernels for ``device_type`` (``"cpu"`` or ``"cuda"``)."""
     if not load():
         return False
+    if device_type == "meta":  # shapes only: served by the fake implementations
+        return True
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
     if key is None:
         return False

@@ -56,6 +56,17 @@ def _make_backward(name: str):
     return backward
 
 
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError(
+        "double backward through cca criss-cross attention ops is not supported "
+        "(create_graph=True over torch.ops.cca.*_backward)"
+    )
+
+
+def _setup_nothing(ctx, inputs, output) -> None:
+    return None
+
+
 def _register_python_parts() -> None:
     """Fake impls + autograd for the C++ ops; idempotent (called by the loader)."""
     global _registered
@@ -69,6 +80,9 @@ def _register_python_parts() -> None:
         for op in (f"ca_weight_{dim}", f"ca_map_{dim}"):
             torch.library.register_autograd(
                 f"cca::{op}", _make_backward(f"{op}_backward"), setup_context=_setup_context
+            )
+            torch.library.register_autograd(
+                f"cca::{op}_backward", _no_double_backward, setup_context=_setup_nothing
             )
     _registered = True
 

@@ -8,9 +8,9 @@
 //   d(ca_weight)(dw, q, k) = (map_fwd(dw, k), map_bwd_v(dw, q))
 //   d(ca_map)(dout, a, v)  = (weight_fwd(dout, v), map_bwd_v(a, dout)).
 //
-// The heavy lifting is BLAS on a channels-last copy of the inputs: along each axis (row, column,
-// time) the interactions of a line with itself form a small matrix product, e.g. per row (t, y):
-// (W, C) x (C, W). The slot
+// The heavy lifting is batched BLAS on channels-last chunks of the inputs: along each axis (row,
+// column, time) the interactions of a line with itself form a small matrix product, e.g. per row
+// (t, y): (W, C) x (C, W). The slot
 // layout of the attention map is converted to and from these "line matrices" by two
 // at::parallel_for loops that use the index math of criss_cross.h (cross_position for the
 // assembly, cross_slot for the disassembly), the same functions the CUDA kernels use.
@@ -43,16 +43,16 @@ int64_t grain(int64_t inner) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(inner, 1));
 }
 
-// Channels-last copy (N, T, H, W, C) of a volume (N, C, T, H, W); free when already channels-last.
-// In this layout every line (row, column or time) of every channel is a (len, C) matrix with unit
-// stride along C, so all the per-line products below run on BLAS without per-batch copies, and
-// the column/time contributions accumulate in place (beta = 1).
-at::Tensor to_channels_last(const at::Tensor& x) {
-  return x.permute({0, 2, 3, 4, 1}).contiguous();
-}
+// Channels are processed in chunks of kChannelChunk: every product below is a sum over channels
+// (affinity) or acts on each channel on its own (aggregation), so a chunk at a time gives the same
+// result while every temporary stays chunk-sized (cache-resident) instead of value-sized.
+constexpr int64_t kChannelChunk = 32;
 
-at::Tensor from_channels_last(const at::Tensor& x) {
-  return x.permute({0, 4, 1, 2, 3}).contiguous();
+// Channels [c0, c0 + cs) of a volume (N, C, T, H, W), channels-last: (N, T, H, W, cs) contiguous.
+// In this layout every line (row, column or time) is a (len, cs) matrix with unit stride along
+// channels, so the per-line products run on batched BLAS without per-batch copies.
+at::Tensor channel_chunk(const at::Tensor& x, int64_t c0, int64_t cs) {
+  return x.narrow(1, c0, cs).permute({0, 2, 3, 4, 1}).contiguous();
 }
 
 // Per-line views of a channels-last volume x (N, T, H, W, C) for one batch index:
@@ -66,50 +66,75 @@ at::Tensor time_lines(const at::Tensor& x, int64_t n) {
   return xn.permute({1, 2, 0, 3}).view({xn.size(1) * xn.size(2), xn.size(0), xn.size(3)});
 }
 
-// E[..., own, partner] = <a[:, own], b[:, partner]> along every axis; a, b channels-last.
+// out = a @ b (first chunk) or out += a @ b; out contiguous.
+void accumulate(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool first) {
+  if (first) {
+    at::bmm_out(out, a, b);
+  } else {
+    out.baddbmm_(a, b);
+  }
+}
+
+// E[..., own, partner] = <a[:, own], b[:, partner]> along every axis, a and b (N, C, T, H, W).
 Lines line_products(const at::Tensor& a, const at::Tensor& b, const Dims& d) {
   Lines e;
-  const int64_t C = a.size(4);
-  e.row = at::bmm(a.view({d.N * d.T * d.H, d.W, C}), b.view({d.N * d.T * d.H, d.W, C}).transpose(1, 2))
-              .view({d.N, d.T, d.H, d.W, d.W});
+  e.row = at::empty({d.N, d.T, d.H, d.W, d.W}, a.options());
   if (d.H > 1) {
     e.col = at::empty({d.N, d.T, d.W, d.H, d.H}, a.options());
-    for (int64_t n = 0; n < d.N; ++n) {
-      for (int64_t t = 0; t < d.T; ++t) {
-        at::Tensor out = e.col.select(0, n).select(0, t);
-        at::bmm_out(out, column_lines(a, n, t), column_lines(b, n, t).transpose(1, 2));
-      }
-    }
   }
   if (d.T > 1) {
     e.tim = at::empty({d.N, d.H, d.W, d.T, d.T}, a.options());
-    for (int64_t n = 0; n < d.N; ++n) {
-      at::Tensor out = e.tim.select(0, n).view({d.H * d.W, d.T, d.T});
-      at::bmm_out(out, time_lines(a, n), time_lines(b, n).transpose(1, 2));
+  }
+  const int64_t C = a.size(1), rows = d.N * d.T * d.H;
+  for (int64_t c0 = 0; c0 < C; c0 += kChannelChunk) {
+    const int64_t cs = std::min(kChannelChunk, C - c0);
+    const bool first = c0 == 0;
+    const at::Tensor ac = channel_chunk(a, c0, cs), bc = channel_chunk(b, c0, cs);
+    at::Tensor row = e.row.view({rows, d.W, d.W});
+    accumulate(row, ac.view({rows, d.W, cs}), bc.view({rows, d.W, cs}).transpose(1, 2), first);
+    for (int64_t n = 0; e.col.defined() && n < d.N; ++n) {
+      for (int64_t t = 0; t < d.T; ++t) {
+        at::Tensor col = e.col.select(0, n).select(0, t);
+        accumulate(col, column_lines(ac, n, t), column_lines(bc, n, t).transpose(1, 2), first);
+      }
+    }
+    for (int64_t n = 0; e.tim.defined() && n < d.N; ++n) {
+      at::Tensor tim = e.tim.select(0, n).view({d.H * d.W, d.T, d.T});
+      accumulate(tim, time_lines(ac, n), time_lines(bc, n).transpose(1, 2), first);
     }
   }
   return e;
 }
 
+// Both conversions below run one task per (n, t, y) and, inside, pixel x then slot i: the line
+// matrices are then read/written contiguously and the slot planes touched by one pixel (one cache
+// line each) stay hot across consecutive x, so neither side is walked with a large stride.
+
+// Offset of entry [own, partner] of the line matrix of pixel (n, t, y, x) along `axis`.
+inline int64_t line_offset(int axis, int64_t partner, int64_t n, int64_t t, int64_t y, int64_t x, const Dims& d) {
+  if (axis == kRow) {
+    return (((n * d.T + t) * d.H + y) * d.W + x) * d.W + partner;
+  }
+  if (axis == kCol) {
+    return (((n * d.T + t) * d.W + x) * d.H + y) * d.H + partner;
+  }
+  return (((n * d.H + y) * d.W + x) * d.T + t) * d.T + partner;
+}
+
 // Slot layout (N, L, T, H, W) <- line matrices, reading slot i of pixel u at cross_position.
 template <typename scalar_t>
 void assemble(const Lines& e, scalar_t* w, const Dims& d) {
-  const int64_t T = d.T, H = d.H, W = d.W, L = d.L;
-  const scalar_t* row = e.row.data_ptr<scalar_t>();
-  const scalar_t* col = e.col.defined() ? e.col.data_ptr<scalar_t>() : nullptr;
-  const scalar_t* tim = e.tim.defined() ? e.tim.data_ptr<scalar_t>() : nullptr;
-  at::parallel_for(0, d.N * L * T * H, grain(W), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t y = r % H, t = (r / H) % T, i = (r / (H * T)) % L, n = r / (H * T * L);
-      scalar_t* out = w + r * W;
+  const int64_t T = d.T, H = d.H, W = d.W, L = d.L, plane = T * H * W;
+  const scalar_t* lines[3] = {e.row.data_ptr<scalar_t>(), e.col.defined() ? e.col.data_ptr<scalar_t>() : nullptr,
+                              e.tim.defined() ? e.tim.data_ptr<scalar_t>() : nullptr};
+  at::parallel_for(0, d.N * T * H, grain(W * L), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {  // r = (n * T + t) * H + y
+      const int64_t y = r % H, t = (r / H) % T, n = r / (H * T);
+      scalar_t* out = w + n * L * plane + (t * H + y) * W;
       for (int64_t x = 0; x < W; ++x) {
-        const CrossPosition p = cross_position(i, t, y, x, H, W);
-        if (p.axis == kRow) {
-          out[x] = row[(((n * T + t) * H + y) * W + x) * W + p.coord];
-        } else if (p.axis == kCol) {
-          out[x] = col[(((n * T + t) * W + x) * H + y) * H + p.coord];
-        } else {
-          out[x] = tim[(((n * H + y) * W + x) * T + t) * T + p.coord];
+        for (int64_t i = 0; i < L; ++i) {
+          const CrossPosition p = cross_position(i, t, y, x, H, W);
+          out[i * plane + x] = lines[p.axis][line_offset(p.axis, p.coord, n, t, y, x, d)];
         }
       }
     }
@@ -120,44 +145,32 @@ void assemble(const Lines& e, scalar_t* w, const Dims& d) {
 // of the pixel at `own`, and 0 on the diagonal of the column/time matrices (u counted once).
 template <typename scalar_t>
 void disassemble(const scalar_t* w, const Lines& a, const Dims& d) {
-  const int64_t T = d.T, H = d.H, W = d.W, L = d.L;
-  auto w_at = [&](int64_t n, int64_t slot, int64_t t, int64_t y, int64_t x) {
-    return w[(((n * L + slot) * T + t) * H + y) * W + x];
-  };
-  scalar_t* row = a.row.data_ptr<scalar_t>();
-  at::parallel_for(0, d.N * T * H * W, grain(W), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {  // r = ((n * T + t) * H + y) * W + x
-      const int64_t x = r % W, y = (r / W) % H, t = (r / (W * H)) % T, n = r / (W * H * T);
-      for (int64_t i = 0; i < W; ++i) {
-        row[r * W + i] = w_at(n, cross_slot(kRow, i, x, H, W), t, y, x);
+  const int64_t T = d.T, H = d.H, W = d.W, L = d.L, plane = T * H * W;
+  scalar_t* lines[3] = {a.row.data_ptr<scalar_t>(), a.col.defined() ? a.col.data_ptr<scalar_t>() : nullptr,
+                        a.tim.defined() ? a.tim.data_ptr<scalar_t>() : nullptr};
+  const int64_t sizes[3] = {W, H, T};
+  at::parallel_for(0, d.N * T * H, grain(W * L), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {  // r = (n * T + t) * H + y
+      const int64_t y = r % H, t = (r / H) % T, n = r / (H * T);
+      const scalar_t* in = w + n * L * plane + (t * H + y) * W;
+      for (int64_t x = 0; x < W; ++x) {
+        const int64_t own[3] = {x, y, t};
+        for (int axis : {kRow, kCol, kTime}) {
+          if (lines[axis] == nullptr) {
+            continue;
+          }
+          scalar_t* line = lines[axis] + line_offset(axis, 0, n, t, y, x, d);
+          for (int64_t c = 0; c < sizes[axis]; ++c) {
+            line[c] = (axis != kRow && c == own[axis]) ? scalar_t(0)
+                                                       : in[cross_slot(axis, c, own[axis], H, W) * plane + x];
+          }
+        }
       }
     }
   });
-  if (a.col.defined()) {
-    scalar_t* col = a.col.data_ptr<scalar_t>();
-    at::parallel_for(0, d.N * T * W * H, grain(H), [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {  // r = ((n * T + t) * W + x) * H + y
-        const int64_t y = r % H, x = (r / H) % W, t = (r / (H * W)) % T, n = r / (H * W * T);
-        for (int64_t j = 0; j < H; ++j) {
-          col[r * H + j] = j == y ? scalar_t(0) : w_at(n, cross_slot(kCol, j, y, H, W), t, y, x);
-        }
-      }
-    });
-  }
-  if (a.tim.defined()) {
-    scalar_t* tim = a.tim.data_ptr<scalar_t>();
-    at::parallel_for(0, d.N * H * W * T, grain(T), [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {  // r = ((n * H + y) * W + x) * T + t
-        const int64_t t = r % T, x = (r / T) % W, y = (r / (T * W)) % H, n = r / (T * W * H);
-        for (int64_t s = 0; s < T; ++s) {
-          tim[r * T + s] = s == t ? scalar_t(0) : w_at(n, cross_slot(kTime, s, t, H, W), t, y, x);
-        }
-      }
-    });
-  }
 }
 
-// a, b channels-last (N, T, H, W, C) -> slot layout (N, L, T, H, W).
+// a, b (N, C, T, H, W) -> slot layout (N, L, T, H, W).
 at::Tensor weight_fwd(const at::Tensor& a, const at::Tensor& b, const Dims& d) {
   const Lines e = line_products(a, b, d);
   at::Tensor w = at::empty({d.N, d.L, d.T, d.H, d.W}, a.options());
@@ -180,29 +193,28 @@ Lines to_lines(const at::Tensor& w, const Dims& d) {
   return a;
 }
 
-// v channels-last (N, T, H, W, C); returns channels-last (N, T, H, W, C):
-// transpose == false: out[u, c] = sum_partner A[u, partner] v[partner, c]   (map_fwd)
-// transpose == true:  out[p, c] = sum_own A[own, p] v[own, c]               (map_bwd_v)
+// v (N, C, T, H, W) -> (N, C, T, H, W):
+// transpose == false: out[c, u] = sum_partner A[u, partner] v[c, partner]   (map_fwd)
+// transpose == true:  out[c, p] = sum_own A[own, p] v[c, own]               (map_bwd_v)
 at::Tensor apply_lines(const Lines& a, const at::Tensor& v, bool transpose, const Dims& d) {
   auto mat = [&](const at::Tensor& m) { return transpose ? m.transpose(-1, -2) : m; };
-  const int64_t C = v.size(4);
-  at::Tensor out = at::empty({d.N, d.T, d.H, d.W, C}, v.options());
-  at::Tensor out_rows = out.view({d.N * d.T * d.H, d.W, C});
-  at::bmm_out(out_rows, mat(a.row.view({d.N * d.T * d.H, d.W, d.W})), v.view({d.N * d.T * d.H, d.W, C}));
-  if (a.col.defined()) {
-    for (int64_t n = 0; n < d.N; ++n) {
+  const int64_t C = v.size(1), rows = d.N * d.T * d.H;
+  at::Tensor out = at::empty({d.N, C, d.T, d.H, d.W}, v.options());
+  const at::Tensor row_lines = mat(a.row.view({rows, d.W, d.W}));
+  for (int64_t c0 = 0; c0 < C; c0 += kChannelChunk) {
+    const int64_t cs = std::min(kChannelChunk, C - c0);
+    const at::Tensor vc = channel_chunk(v, c0, cs);  // (N, T, H, W, cs)
+    at::Tensor part = at::bmm(row_lines, vc.view({rows, d.W, cs})).view({d.N, d.T, d.H, d.W, cs});
+    for (int64_t n = 0; a.col.defined() && n < d.N; ++n) {
       for (int64_t t = 0; t < d.T; ++t) {
-        at::Tensor out_lines = column_lines(out, n, t);
-        out_lines.baddbmm_(mat(a.col.select(0, n).select(0, t)), column_lines(v, n, t));
+        column_lines(part, n, t).add_(at::bmm(mat(a.col.select(0, n).select(0, t)), column_lines(vc, n, t)));
       }
     }
-  }
-  if (a.tim.defined()) {
-    for (int64_t n = 0; n < d.N; ++n) {
-      at::Tensor out_lines = time_lines(out, n);  // a view: the (H, W) dims merge without a copy
-      out_lines.baddbmm_(mat(a.tim.select(0, n).view({d.H * d.W, d.T, d.T})),
-                                                   time_lines(v, n));
+    for (int64_t n = 0; a.tim.defined() && n < d.N; ++n) {
+      const at::Tensor tim = mat(a.tim.select(0, n).view({d.H * d.W, d.T, d.T}));
+      time_lines(part, n).add_(at::bmm(tim, time_lines(vc, n)));
     }
+    out.narrow(1, c0, cs).copy_(part.permute({0, 4, 1, 2, 3}));
   }
   return out;
 }
@@ -213,38 +225,40 @@ void check_cpu(const at::Tensor& t, const char* name) {
 
 // ------------------------------------------------------------------------------------ 3D ops
 at::Tensor ca_weight_3d_cpu(const at::Tensor& query, const at::Tensor& key) {
+  const at::NoGradGuard no_grad;  // internal ATen calls record no history (autograd lives in Python)
   check_weight_inputs(query, key);
   check_cpu(query, "query");
-  return weight_fwd(to_channels_last(query), to_channels_last(key), Dims(query));
+  return weight_fwd(query, key, Dims(query));
 }
 
 std::tuple<at::Tensor, at::Tensor> ca_weight_3d_backward_cpu(const at::Tensor& grad, const at::Tensor& query,
                                                              const at::Tensor& key) {
+  const at::NoGradGuard no_grad;  // internal ATen calls record no history (autograd lives in Python)
   check_weight_inputs(query, key);
   check_cpu(query, "query");
   check_weight_grad(grad, query);
   const Dims d(query);
   const Lines a = to_lines(grad.contiguous(), d);
-  return {from_channels_last(apply_lines(a, to_channels_last(key), false, d)),
-          from_channels_last(apply_lines(a, to_channels_last(query), true, d))};
+  return {apply_lines(a, key, false, d), apply_lines(a, query, true, d)};
 }
 
 at::Tensor ca_map_3d_cpu(const at::Tensor& attention, const at::Tensor& value) {
+  const at::NoGradGuard no_grad;  // internal ATen calls record no history (autograd lives in Python)
   check_map_inputs(attention, value);
   check_cpu(value, "value");
   const Dims d(value);
-  return from_channels_last(apply_lines(to_lines(attention.contiguous(), d), to_channels_last(value), false, d));
+  return apply_lines(to_lines(attention.contiguous(), d), value, false, d);
 }
 
 std::tuple<at::Tensor, at::Tensor> ca_map_3d_backward_cpu(const at::Tensor& grad, const at::Tensor& attention,
                                                           const at::Tensor& value) {
+  const at::NoGradGuard no_grad;  // internal ATen calls record no history (autograd lives in Python)
   check_map_inputs(attention, value);
   check_cpu(value, "value");
   check_grad(grad, value, "value");
   const Dims d(value);
-  const at::Tensor g = to_channels_last(grad);
-  at::Tensor grad_attention = weight_fwd(g, to_channels_last(value), d);
-  at::Tensor grad_value = from_channels_last(apply_lines(to_lines(attention.contiguous(), d), g, true, d));
+  at::Tensor grad_value = apply_lines(to_lines(attention.contiguous(), d), grad, true, d);
+  at::Tensor grad_attention = weight_fwd(grad, value, d);
   return {grad_attention, grad_value};
 }
 

@@ -1,0 +1,108 @@
+"""Which criss-cross kernels are active on CPU and CUDA, and why: ``python -m cca.info [--json]``.
+
+Loading the kernels may trigger their JIT build (the first time only, cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+import cca
+from cca import _env
+from cca.ops import _extension
+
+
+def _active(device: str, status: dict, gpu_visible: bool) -> str:
+    """What serves tensors on ``device``: compiled kernels, the reference, or nothing."""
+    if device == "cuda" and not gpu_visible:
+        return "none (no GPU visible)"
+    if status.get("backend_requested") is None:
+        return "error (see load error)"
+    if status.get("backend_requested") == "reference":
+        return "reference (CCA_BACKEND=reference)"
+    if status.get(f"{device}_kernels"):
+        return "compiled kernels"
+    if status.get("backend_requested") == "extension":
+        return "error (CCA_BACKEND=extension but no compiled kernels)"
+    return "reference (no compiled kernels)"
+
+
+def collect() -> dict:
+    """Versions, devices, the backend switch and the state of the compiled kernels."""
+    gpu_visible = torch.cuda.is_available()
+    info = {
+        "cca_version": cca.__version__,
+        "torch_version": torch.__version__,
+        "torch_cuda_version": torch.version.cuda,
+        "gpu_visible": gpu_visible,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if gpu_visible else [],
+        "cca_backend_env": os.environ.get("CCA_BACKEND"),
+    }
+    try:
+        status = _extension.status()
+    except Exception as exc:  # bogus CCA_BACKEND, failed build under CCA_BACKEND=extension
+        try:
+            requested = _env.backend()
+        except ValueError:
+            requested = None
+        status = {
+            "backend_requested": requested,
+            "loaded": _extension._state["loaded"],
+            "how": _extension._state["how"],
+            "library": _extension._state["path"],
+            "error": f"{type(exc).__name__}: {exc}",
+            "cpu_kernels": False,
+            "cuda_kernels": False,
+            "cache_dir": str(_env.cache_dir()),
+            "csrc": str(_extension.csrc_dir()),
+        }
+    info.update(status)
+    info["active_cpu"] = _active("cpu", status, True)
+    info["active_cuda"] = _active("cuda", status, gpu_visible)
+    return info
+
+
+def _yes(value) -> str:
+    return "yes" if value else "no"
+
+
+def format_text(info: dict) -> str:
+    cuda_build = f"CUDA {info['torch_cuda_version']} build" if info["torch_cuda_version"] else "CPU-only build"
+    gpus = ", ".join(info["gpus"]) if info["gpus"] else "none"
+    if info["loaded"]:
+        library = f"loaded ({info['how']}) from {info['library']}"
+    else:
+        library = "not loaded"
+    lines = [
+        f"cca               {info['cca_version']}",
+        f"torch             {info['torch_version']} ({cuda_build})",
+        f"GPU visible       {_yes(info['gpu_visible'])} ({gpus})",
+        f"CCA_BACKEND       {info['cca_backend_env'] or 'unset'} -> {info['backend_requested'] or 'invalid'}",
+        f"compiled kernels  {library}",
+        f"  CPU kernels     {_yes(info['cpu_kernels'])}",
+        f"  CUDA kernels    {_yes(info['cuda_kernels'])}",
+        f"active on CPU     {info['active_cpu']}",
+        f"active on CUDA    {info['active_cuda']}",
+        f"JIT cache         {info['cache_dir']}",
+        f"sources (csrc)    {info['csrc']}",
+        f"load error        {info['error'] or 'none'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cca.info", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    args = parser.parse_args(argv)
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else format_text(info), file=sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
