@@ -1,0 +1,78 @@
+"""Cityscapes fine annotations, read from the official layout; labelIds -> 19 train ids.
+
+The label table is ``cityscapesscripts.helpers.labels`` (the dataset's own package): every labelId
+``0..33`` maps to its ``trainId``; those with trainId 255 or -1 (void, parking, rail track, guard rail,
+bridge, tunnel, polegroup, caravan, trailer, ...) become ignore 255. Any other value in a
+``*_gtFine_labelIds.png`` is a :class:`~cca.data.common.DataFileError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cca.data.common import SegmentationDataset, label_lut, pair_labels, require_dir
+
+LAYOUT = """\
+  ROOT/leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
+  ROOT/gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png
+  (split: train, val or test)"""
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
+
+
+def _labels():
+    from cityscapesscripts.helpers import labels
+
+    return labels
+
+
+def label_id_to_train_id() -> dict[int, int]:
+    """``{labelId: trainId}`` for every labelId >= 0 of ``cityscapesscripts``; void classes -> 255."""
+    return {lab.id: (lab.trainId if 0 <= lab.trainId < 255 else 255) for lab in _labels().labels if lab.id >= 0}
+
+
+def train_id_to_label_id() -> np.ndarray:
+    """``int64 (19,)``: the labelId of each train id (``cityscapesscripts``' ``trainId2label``), to write
+    predictions in the format of the official evaluation."""
+    table = _labels().trainId2label
+    return np.array([table[t].id for t in range(19)], dtype=np.int64)
+
+
+def class_names() -> tuple[str, ...]:
+    table = _labels().trainId2label
+    return tuple(table[t].name for t in range(19))
+
+
+class Cityscapes(SegmentationDataset):
+    """Cityscapes ``split`` (``train``/``val``/``test``) under ``root`` (see ``LAYOUT``).
+
+    ``dataset[i] -> (image float32 (3, H, W), label int64 (H, W))`` with 19 classes, ignore 255.
+    """
+
+    LAYOUT = LAYOUT
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transform: Callable | None = None,
+        missing_labels: str = "error",
+    ) -> None:
+        super().__init__(root, split, transform, missing_labels)
+        image_dir = require_dir(self.root / "leftImg8bit" / split, f"Cityscapes {split!r} images", LAYOUT)
+        label_dir = require_dir(self.root / "gtFine" / split, f"Cityscapes {split!r} labels", LAYOUT)
+        images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
+        if not images:
+            raise FileNotFoundError(f"no Cityscapes images {image_dir}/*/*{IMAGE_SUFFIX}. Expected layout:\n{LAYOUT}")
+
+        def label_for(image: Path) -> Path:
+            stem = image.name[: -len(IMAGE_SUFFIX)]
+            return label_dir / image.parent.name / f"{stem}{LABEL_SUFFIX}"
+
+        self.samples, self.skipped = pair_labels(images, label_for, missing_labels, f"Cityscapes {split}")
+        self.class_names = class_names()
+        self.lut = label_lut(label_id_to_train_id())
