@@ -1,35 +1,58 @@
-"""Modules: criss-cross attention (2D, recurrent, 3D), non-local, and the context baselines."""
+"""Modules: criss-cross attention (2D, recurrent, 3D, one-direction ablations), non-local, and the
+context baselines the paper compares (pyramid pooling, ASPP). All map ``(N, C, H, W)`` features to
+``(N, C, H, W)`` (3D: ``(N, C, T, H, W)``)."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from cca.nn.context import ASPP, PyramidPooling
-from cca.nn.criss_cross import RCCA, CrissCrossAttention, CrissCrossAttention3d
-from cca.nn.non_local import NonLocal2d
+from cca.nn.context import ASPP, PyramidPooling, conv_bn_relu
+from cca.nn.criss_cross import (
+    DIRECTIONS,
+    RCCA,
+    CrissCrossAttention,
+    CrissCrossAttention3d,
+    DirectionalAttention,
+    directional_mask,
+)
+from cca.nn.non_local import NonLocal2d, non_local_attention
 
 __all__ = [
     "ASPP",
     "CONTEXT_BLOCKS",
+    "DIRECTIONS",
+    "RCCA",
     "CrissCrossAttention",
     "CrissCrossAttention3d",
+    "DirectionalAttention",
     "NonLocal2d",
     "PyramidPooling",
-    "RCCA",
     "build_context_block",
+    "conv_bn_relu",
+    "directional_mask",
+    "non_local_attention",
 ]
 
-CONTEXT_BLOCKS = ("none", "cca", "rcca", "nonlocal", "psp", "aspp")
+CONTEXT_BLOCKS = ("none", "cca", "rcca", "nonlocal", "psp", "aspp", "horizontal", "vertical")
 
 
 def build_context_block(name: str, in_channels: int, **kwargs) -> nn.Module:
-    """A context block by name (see ``CONTEXT_BLOCKS``) on ``(N, in_channels, H, W)`` features.
+    """A context block by name (see ``CONTEXT_BLOCKS``) on ``(N, in_channels, H, W)`` features,
+    returning ``(N, in_channels, H, W)`` (``psp``/``aspp``: ``out_channels``, default ``in_channels``).
 
-    ``cca``: one criss-cross attention; ``rcca``: recurrent (``recurrence=2``); ``nonlocal``:
-    embedded-Gaussian non-local; ``psp``/``aspp``: pyramid pooling / ASPP; ``none``: identity.
-    Extra keyword arguments go to the module (e.g. ``recurrence``, ``reduction``, ``out_channels``).
+    * ``none``: identity (the FCN baseline);
+    * ``cca``: one :class:`CrissCrossAttention` (``reduction``);
+    * ``rcca``: :class:`RCCA` (``recurrence=2``, ``reduction``);
+    * ``nonlocal``: embedded-Gaussian :class:`NonLocal2d` (``reduction=2``);
+    * ``psp`` / ``aspp``: :class:`PyramidPooling` / :class:`ASPP` (``out_channels``, ``bins`` / ``rates``);
+    * ``horizontal`` / ``vertical``: RCCA attending over the row / the column only
+      (``recurrence=1``, ``reduction``), the one-direction ablation.
+
+    Unknown names raise ``ValueError`` listing the known ones; unknown keyword arguments ``TypeError``.
     """
     if name == "none":
+        if kwargs:
+            raise TypeError(f"context block 'none' takes no keyword arguments, got {sorted(kwargs)}")
         return nn.Identity()
     if name == "cca":
         return CrissCrossAttention(in_channels, **kwargs)
@@ -41,4 +64,7 @@ def build_context_block(name: str, in_channels: int, **kwargs) -> nn.Module:
         return PyramidPooling(in_channels, **kwargs)
     if name == "aspp":
         return ASPP(in_channels, **kwargs)
+    if name in ("horizontal", "vertical"):
+        kwargs.setdefault("recurrence", 1)
+        return RCCA(in_channels, direction=name, **kwargs)
     raise ValueError(f"unknown context block {name!r}; expected one of {CONTEXT_BLOCKS}")

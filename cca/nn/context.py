@@ -1,5 +1,10 @@
 """The other context modules CCNet's tables compare against: PSPNet's pyramid pooling and
-DeepLabv3's ASPP. Both take ``(N, C, H, W)`` and return ``(N, out_channels, H, W)``."""
+DeepLabv3's ASPP. Both take ``(N, C, H, W)`` and return ``(N, out_channels, H, W)``.
+
+Branches that pool to a single value per channel (pyramid bin 1, ASPP image pooling) use a
+biased 1x1 convolution + ReLU without BatchNorm: BatchNorm over one value per channel is undefined
+at batch size 1 (one crop per GPU, as in the paper's Cityscapes setup without SyncBN).
+"""
 
 from __future__ import annotations
 
@@ -7,58 +12,99 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PyramidPooling", "ASPP", "conv_bn_relu"]
+__all__ = ["ASPP", "PyramidPooling", "conv_bn_relu"]
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1, relu: bool = True
+) -> nn.Sequential:
+    """``Conv2d (no bias, 'same' padding) -> BatchNorm2d [-> ReLU]``: ``(N, in, H, W) -> (N, out, H, W)``."""
     padding = dilation * (kernel_size - 1) // 2
-    return nn.Sequential(
+    layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
         nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def _pooled_branch(in_channels: int, out_channels: int, bins: int) -> nn.Sequential:
+    """Adaptive average pooling to ``bins x bins`` then a 1x1 projection (BN only when ``bins > 1``)."""
+    if bins == 1:
+        proj = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=True), nn.ReLU(inplace=True))
+    else:
+        proj = conv_bn_relu(in_channels, out_channels)
+    return nn.Sequential(nn.AdaptiveAvgPool2d(bins), *proj)
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+
+
+def _check_input(module: nn.Module, x: Tensor, channels: int) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{type(module).__name__} expects x of shape (N, C, H, W) with C={channels}, got {got}")
 
 
 class PyramidPooling(nn.Module):
-    """Pyramid pooling module (Zhao et al., PSPNet): adaptive average pooling to ``bins`` x ``bins``,
-    1x1 conv to ``in_channels // len(bins)`` each, upsampled and concatenated with the input, then a
-    3x3 conv to ``out_channels``. ``(N, C, H, W) -> (N, out_channels, H, W)``."""
+    """Pyramid pooling module (Zhao et al., PSPNet): adaptive average pooling to ``b x b`` for each
+    of ``bins`` (1, 2, 3, 6), a 1x1 projection to ``in_channels // len(bins)`` each, bilinear
+    upsampling, concatenation with the input and a 3x3 conv-BN-ReLU to ``out_channels``
+    (default ``in_channels``). ``(N, C, H, W) -> (N, out_channels, H, W)``."""
 
     def __init__(self, in_channels: int, out_channels: int | None = None, bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
         super().__init__()
-        inner = max(1, in_channels // len(bins))
-        self.out_channels = out_channels or in_channels
+        self.out_channels = in_channels if out_channels is None else out_channels
+        _check_positive(in_channels=in_channels, out_channels=self.out_channels)
+        if not bins or not all(isinstance(b, int) and b >= 1 for b in bins):
+            raise ValueError(f"bins must be a non-empty tuple of ints >= 1, got bins={bins!r}")
+        self.in_channels = in_channels
         self.bins = tuple(bins)
-        self.stages = nn.ModuleList(conv_bn_relu(in_channels, inner) for _ in self.bins)
+        inner = max(1, in_channels // len(self.bins))
+        self.stages = nn.ModuleList(_pooled_branch(in_channels, inner, b) for b in self.bins)
         self.bottleneck = conv_bn_relu(in_channels + inner * len(self.bins), self.out_channels, kernel_size=3)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_input(self, x, self.in_channels)
         size = x.shape[-2:]
-        pooled = [
-            F.interpolate(stage(F.adaptive_avg_pool2d(x, b)), size=size, mode="bilinear", align_corners=False)
-            for b, stage in zip(self.bins, self.stages, strict=True)
-        ]
+        pooled = [F.interpolate(stage(x), size=size, mode="bilinear", align_corners=False) for stage in self.stages]
         return self.bottleneck(torch.cat([x, *pooled], dim=1))
 
 
 class ASPP(nn.Module):
-    """Atrous spatial pyramid pooling (Chen et al., DeepLabv3) for output stride 8: a 1x1 branch,
-    three 3x3 branches with ``rates`` (12, 24, 36), image-level pooling, concatenated and projected
-    by a 1x1 conv to ``out_channels``. ``(N, C, H, W) -> (N, out_channels, H, W)``."""
+    """Atrous spatial pyramid pooling (Chen et al., DeepLabv3) at output stride 8: a 1x1 branch,
+    one 3x3 branch per dilation in ``rates`` (12, 24, 36), and image-level pooling, each to
+    ``inner_channels`` (default ``out_channels // 2``), concatenated and projected by a 1x1
+    conv-BN-ReLU to ``out_channels`` (default ``in_channels``). ``(N, C, H, W) -> (N, out_channels, H, W)``."""
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, rates: tuple[int, ...] = (12, 24, 36)) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        rates: tuple[int, ...] = (12, 24, 36),
+        inner_channels: int | None = None,
+    ) -> None:
         super().__init__()
-        self.out_channels = out_channels or in_channels
-        inner = max(1, self.out_channels // 2)
+        self.out_channels = in_channels if out_channels is None else out_channels
+        inner = max(1, self.out_channels // 2) if inner_channels is None else inner_channels
+        _check_positive(in_channels=in_channels, out_channels=self.out_channels, inner_channels=inner)
+        if not all(isinstance(r, int) and r >= 1 for r in rates):
+            raise ValueError(f"rates must be a tuple of ints >= 1, got rates={rates!r}")
+        self.in_channels = in_channels
+        self.rates = tuple(rates)
         self.branches = nn.ModuleList(
-            [conv_bn_relu(in_channels, inner)] + [conv_bn_relu(in_channels, inner, 3, rate) for rate in rates]
+            [conv_bn_relu(in_channels, inner)] + [conv_bn_relu(in_channels, inner, 3, rate) for rate in self.rates]
         )
-        self.image_pool = conv_bn_relu(in_channels, inner)
-        self.project = conv_bn_relu(inner * (len(rates) + 2), self.out_channels)
+        self.image_pool = _pooled_branch(in_channels, inner, 1)
+        self.project = conv_bn_relu(inner * (len(self.rates) + 2), self.out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_input(self, x, self.in_channels)
         size = x.shape[-2:]
-        pooled = self.image_pool(F.adaptive_avg_pool2d(x, 1))
         outs = [branch(x) for branch in self.branches]
-        outs.append(pooled.expand(-1, -1, *size))
+        outs.append(self.image_pool(x).expand(-1, -1, *size))
         return self.project(torch.cat(outs, dim=1))

@@ -1,4 +1,5 @@
-"""Criss-cross attention modules: CCA, its recurrent form RCCA, and the 3D (video) version."""
+"""Criss-cross attention modules: CCA, its recurrent form RCCA, the 3D (video) version, and the
+row-only / column-only variants used as ablations."""
 
 from __future__ import annotations
 
@@ -6,19 +7,39 @@ import torch
 from torch import Tensor, nn
 
 from cca.ops import (
+    ca_map,
+    ca_weight,
     criss_cross_attention,
     criss_cross_attention_3d,
     criss_cross_attention_map,
     criss_cross_attention_map_3d,
 )
 
-__all__ = ["CrissCrossAttention", "RCCA", "CrissCrossAttention3d"]
+__all__ = [
+    "DIRECTIONS",
+    "RCCA",
+    "CrissCrossAttention",
+    "CrissCrossAttention3d",
+    "DirectionalAttention",
+    "directional_mask",
+]
+
+DIRECTIONS = ("both", "horizontal", "vertical")
 
 
 def _reduced(in_channels: int, reduction: int) -> int:
-    if in_channels < 1 or reduction < 1:
-        raise ValueError(f"in_channels and reduction must be >= 1, got in_channels={in_channels}, reduction={reduction}")
+    for name, value in (("in_channels", in_channels), ("reduction", reduction)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {name}={value!r} ({type(value).__name__})")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {name}={value}")
     return max(1, in_channels // reduction)
+
+
+def _softmax(energy: Tensor) -> Tensor:
+    if energy.dtype in (torch.float16, torch.bfloat16):
+        return torch.softmax(energy.float(), dim=1).to(energy.dtype)
+    return torch.softmax(energy, dim=1)
 
 
 class CrissCrossAttention(nn.Module):
@@ -26,61 +47,141 @@ class CrissCrossAttention(nn.Module):
 
     Q and K are 1x1 convolutions to ``in_channels // reduction`` channels, V a 1x1 convolution to
     ``in_channels``; ``gamma`` is a learned scalar initialised to 0, so the block starts as the
-    identity. Input and output ``(N, C, H, W)``.
+    identity. Input and output ``(N, C, H, W)``; :meth:`attention_map` gives ``(N, H+W-1, H, W)``.
     """
 
-    conv_cls = nn.Conv2d
+    conv_cls: type[nn.Module] = nn.Conv2d
+    ndim = 4
+    layout = "(N, C, H, W)"
 
     def __init__(self, in_channels: int, reduction: int = 8) -> None:
         super().__init__()
         inner = _reduced(in_channels, reduction)
         self.in_channels = in_channels
+        self.reduction = reduction
         self.query = self.conv_cls(in_channels, inner, 1)
         self.key = self.conv_cls(in_channels, inner, 1)
         self.value = self.conv_cls(in_channels, in_channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def _check(self, x: Tensor) -> None:
-        ndim = 4 if self.conv_cls is nn.Conv2d else 5
-        if x.dim() != ndim or x.shape[1] != self.in_channels:
-            layout = "(N, C, H, W)" if ndim == 4 else "(N, C, T, H, W)"
-            raise ValueError(f"{type(self).__name__} expects {layout} with C={self.in_channels}, got {tuple(x.shape)}")
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__} expects a Tensor {self.layout}, got {type(x).__name__}")
+        if x.dim() != self.ndim or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects x of shape {self.layout} with C={self.in_channels}, "
+                f"got x.shape={tuple(x.shape)}"
+            )
+
+    def _attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        return criss_cross_attention(query, key, value)
+
+    def _map(self, query: Tensor, key: Tensor) -> Tensor:
+        return criss_cross_attention_map(query, key)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
-        attention = criss_cross_attention if self.conv_cls is nn.Conv2d else criss_cross_attention_3d
-        return self.gamma * attention(self.query(x), self.key(x), self.value(x)) + x
+        return self.gamma * self._attend(self.query(x), self.key(x), self.value(x)) + x
 
     def attention_map(self, x: Tensor) -> Tensor:
-        """Softmaxed attention ``(N, H+W-1, H, W)`` (3D: ``(N, T+H+W-2, T, H, W)``) of input ``x``."""
+        """Softmaxed attention ``(N, H+W-1, H, W)`` (3D: ``(N, T+H+W-2, T, H, W)``) of input ``x``;
+        slot order as :func:`cca.criss_cross_attention_map`."""
         self._check(x)
-        attention_map = criss_cross_attention_map if self.conv_cls is nn.Conv2d else criss_cross_attention_map_3d
-        return attention_map(self.query(x), self.key(x))
+        return self._map(self.query(x), self.key(x))
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, reduction={self.reduction}"
 
 
 class CrissCrossAttention3d(CrissCrossAttention):
     """Criss-cross attention over video features ``(N, C, T, H, W)``: each position attends to its
-    row, its column and the same pixel in the other frames (``T + H + W - 2`` positions)."""
+    row, its column and the same pixel in the other frames (``T + H + W - 2`` positions).
+    Same parameters as :class:`CrissCrossAttention` with 1x1x1 convolutions."""
 
     conv_cls = nn.Conv3d
+    ndim = 5
+    layout = "(N, C, T, H, W)"
+
+    def _attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        return criss_cross_attention_3d(query, key, value)
+
+    def _map(self, query: Tensor, key: Tensor) -> Tensor:
+        return criss_cross_attention_map_3d(query, key)
+
+
+def directional_mask(direction: str, height: int, width: int, device: torch.device | str | None = None) -> Tensor:
+    """Boolean ``(H+W-1, 1|H, W)`` mask of the criss-cross slots a direction keeps (broadcasts to
+    ``(N, H+W-1, H, W)``): ``"horizontal"`` the row of ``u`` (slots ``0..W-1``, ``u`` included),
+    ``"vertical"`` the column of ``u`` (slot ``x`` = ``u`` itself, then slots ``W..H+W-2``),
+    ``"both"`` every slot."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got direction={direction!r}")
+    slot = torch.arange(height + width - 1, device=device).view(-1, 1, 1)
+    if direction == "both":
+        return torch.ones_like(slot, dtype=torch.bool).expand(-1, 1, width)
+    if direction == "horizontal":
+        return (slot < width).expand(-1, 1, width)
+    x = torch.arange(width, device=device).view(1, 1, -1)
+    return (slot >= width) | (slot == x)
+
+
+class DirectionalAttention(CrissCrossAttention):
+    """Criss-cross attention restricted to one direction (an ablation of CCA): ``"horizontal"``
+    attends over the row of each pixel only, ``"vertical"`` over its column only. Implemented by
+    masking the criss-cross affinity (``-inf`` outside the direction) before the softmax, with the
+    same parameters and identity start (``gamma = 0``) as :class:`CrissCrossAttention`.
+    Input and output ``(N, C, H, W)``; :meth:`attention_map` ``(N, H+W-1, H, W)`` with zeros in the
+    masked slots."""
+
+    def __init__(self, in_channels: int, direction: str = "horizontal", reduction: int = 8) -> None:
+        if direction not in ("horizontal", "vertical"):
+            raise ValueError(f"direction must be 'horizontal' or 'vertical', got direction={direction!r}")
+        super().__init__(in_channels, reduction)
+        self.direction = direction
+
+    def _map(self, query: Tensor, key: Tensor) -> Tensor:
+        energy = ca_weight(query, key)
+        keep = directional_mask(self.direction, query.shape[2], query.shape[3], device=query.device)
+        return _softmax(energy.masked_fill(~keep, float("-inf")))
+
+    def _attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        return ca_map(self._map(query, key), value)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, direction={self.direction!r}"
 
 
 class RCCA(nn.Module):
-    """Recurrent criss-cross attention: the same :class:`CrissCrossAttention` applied ``recurrence``
-    times with shared weights. ``R = 2`` gives every pixel context from the whole image; ``R = 0`` is
-    the identity (the no-attention ablation). Input and output ``(N, C, H, W)`` (or ``(N, C, T, H, W)``
-    with ``video=True``).
+    """Recurrent criss-cross attention: the same :class:`CrissCrossAttention` (attribute ``cca``)
+    applied ``recurrence`` times with shared weights. ``R = 2`` gives every pixel context from the
+    whole image; ``R = 0`` is the identity (the no-attention ablation).
+
+    Input and output ``(N, C, H, W)``, or ``(N, C, T, H, W)`` with ``video=True``
+    (:class:`CrissCrossAttention3d`). ``direction="horizontal"|"vertical"`` uses
+    :class:`DirectionalAttention` instead (2D only).
     """
 
-    def __init__(self, in_channels: int, recurrence: int = 2, reduction: int = 8, video: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, recurrence: int = 2, reduction: int = 8, video: bool = False, direction: str = "both"
+    ) -> None:
         super().__init__()
-        if not isinstance(recurrence, int) or recurrence < 0:
+        if isinstance(recurrence, bool) or not isinstance(recurrence, int) or recurrence < 0:
             raise ValueError(f"recurrence must be an integer >= 0, got recurrence={recurrence!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got direction={direction!r}")
+        if video and direction != "both":
+            raise ValueError(f"direction={direction!r} is 2D only, got video=True")
         self.recurrence = recurrence
-        block = CrissCrossAttention3d if video else CrissCrossAttention
-        self.cca = block(in_channels, reduction)
+        if video:
+            self.cca: CrissCrossAttention = CrissCrossAttention3d(in_channels, reduction)
+        elif direction == "both":
+            self.cca = CrissCrossAttention(in_channels, reduction)
+        else:
+            self.cca = DirectionalAttention(in_channels, direction, reduction)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.recurrence == 0:
+            self.cca._check(x)
         for _ in range(self.recurrence):
             x = self.cca(x)
         return x
@@ -92,3 +193,6 @@ class RCCA(nn.Module):
             maps.append(self.cca.attention_map(x))
             x = self.cca(x)
         return maps
+
+    def extra_repr(self) -> str:
+        return f"recurrence={self.recurrence}"

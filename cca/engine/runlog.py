@@ -1,0 +1,134 @@
+"""Run records: the JSON-lines metrics log, provenance (command, time, hardware, commit), JSON output.
+
+``metrics.jsonl`` holds one JSON object per line: ``{"type": "train", "iter", "loss", <loss terms>,
+"lr", "time_s", "step_time_s"}`` and ``{"type": "eval", "iter", "miou", "pixel_acc", "mean_acc", ...}``.
+``iter`` counts optimiser steps done (1-based).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class MetricsLog:
+    """Appends JSON rows to ``path`` (only when ``enabled``, i.e. on rank 0), flushed line by line."""
+
+    def __init__(self, path: str | Path, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(_finite_or_str(row)) + "\n")
+            f.flush()
+
+    def truncate_after(self, iteration: int) -> int:
+        """Drop rows with ``iter > iteration`` (work after the checkpoint a resumed run repeats).
+
+        The dropped rows are appended to ``<name>.discarded.jsonl`` beside the log; returns their number.
+        """
+        if not self.enabled or not self.path.is_file():
+            return 0
+        keep, drop = [], []
+        for line in self.path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a kill
+                drop.append(line)
+                continue
+            (drop if row.get("iter", 0) > iteration else keep).append(line)
+        if drop:
+            with self.path.with_name(self.path.stem + ".discarded.jsonl").open("a") as f:
+                f.write("".join(line + "\n" for line in drop))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(self.path)
+        return len(drop)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of a JSON-lines file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics log not found: {path}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as indented JSON atomically; NaN/inf become ``null`` (e.g. IoU of an absent class)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(finite_or_none(data), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def git_commit() -> str | None:
+    """The commit of the ``cca`` source tree (``None`` outside a git checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "--no-optional-locks", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def hardware(device: torch.device | None = None) -> str:
+    """``"NVIDIA H100 80GB HBM3 x4"`` or ``"cpu: x86_64, 2 cores"``-style description."""
+    if device is not None and device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return f"{name} x{world}" if world > 1 else name
+    return f"cpu: {platform.machine()}, {os.cpu_count()} cores"
+
+
+def provenance(device: torch.device | None = None) -> dict[str, Any]:
+    """What made a file: command line, UTC time, hardware, commit, library versions."""
+    return {
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "hardware": hardware(device),
+        "commit": git_commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with NaN/inf floats (nested in dicts and lists too) replaced by ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def _finite_or_str(value: Any) -> Any:
+    """JSON has no NaN/inf: in the metrics log they are the strings ``"nan"``, ``"inf"`` (what the loss was)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_or_str(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_str(v) for v in value]
+    return value

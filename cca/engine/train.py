@@ -1,0 +1,348 @@
+"""Iteration-based training on PyTorch's distributed stack (torchrun, DDP, SyncBatchNorm, autocast).
+
+One process or ``torchrun --nproc_per_node N``, the same code: SGD with momentum and weight decay,
+poly LR with optional linear warm-up, ``CCNetCriterion`` (main + aux + optional OHEM / CCL), gradient
+accumulation, autocast (bf16, or fp16 with a GradScaler) on CUDA, SyncBN on several GPUs.
+
+Reproducibility. The data order depends only on ``seed`` and the global ``batch_size``: every step
+takes the next ``batch_size`` samples of the epoch's shuffle, however they are split over processes
+and accumulation steps; each sample's augmentation is seeded from ``(seed, epoch, index)`` and the
+torch RNG (dropout) is re-seeded before each micro-batch from its first sample. So a resumed run
+repeats the steps of an uninterrupted one, and N processes with micro-batch b give the losses of one
+process accumulating N micro-batches of b (BatchNorm statistics are per micro-batch in both).
+
+Files in ``cfg.run_dir``: ``config.json``, ``metrics.jsonl`` (train and eval rows), ``last.pt``
+(full state, every ``checkpoint_every`` steps and at the end), ``best.pt`` (weights with the best val
+mIoU), ``metrics.json`` (per-class IoU of the final evaluation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from cca.engine import builders, checkpoint, distributed, runlog
+from cca.engine.config import ExperimentConfig, config_from_dict, diff, save_config
+from cca.engine.evaluate import evaluate_model, metrics_payload
+from cca.engine.sampling import InfiniteLoader, ResumableDistributedSampler, SeededSamples, sample_seed
+from cca.engine.schedule import poly_scheduler
+
+log = logging.getLogger("cca.engine")
+
+StepHook = Callable[[int, dict[str, Any]], None]
+CHECKPOINT_FORMAT = "cca.engine.checkpoint/1"
+_DROPOUT_SALT = 0x5EED
+
+
+def train(cfg: ExperimentConfig, *, resume: bool = False, on_step: StepHook | None = None) -> dict[str, Any]:
+    """Train ``cfg`` (resuming from ``cfg.run_dir / "last.pt"`` if ``resume``); returns a summary dict.
+
+    ``on_step(iteration, row)`` is called on every rank after each optimiser step (after logging,
+    evaluation and checkpointing). Raises ``FloatingPointError`` when the loss stops being finite;
+    the last checkpoint written before stays as it is.
+    """
+    info = distributed.setup(cfg.device)
+    try:
+        with _determinism(cfg.deterministic, info.device):
+            return _Trainer(cfg, info, resume).run(on_step)
+    finally:
+        distributed.cleanup(info)
+
+
+@contextlib.contextmanager
+def _determinism(deterministic: bool, device: torch.device) -> Iterator[None]:
+    """cudnn.benchmark off and deterministic algorithms on when asked for; restored afterwards."""
+    saved = (
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
+def micro_batch_size(cfg: ExperimentConfig, world_size: int) -> int:
+    """Samples per forward pass: ``batch_size / (world_size * grad_accum)`` (must divide evenly)."""
+    parts = world_size * cfg.grad_accum
+    if cfg.batch_size % parts:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} (global) must be divisible by world_size * grad_accum = "
+            f"{world_size} * {cfg.grad_accum} = {parts}"
+        )
+    return cfg.batch_size // parts
+
+
+class _Trainer:
+    def __init__(self, cfg: ExperimentConfig, info: distributed.DistInfo, resume: bool) -> None:
+        self.cfg, self.info = cfg, info
+        self.run_dir = cfg.run_dir
+        self.last_path, self.best_path = self.run_dir / "last.pt", self.run_dir / "best.pt"
+        if resume and not self.last_path.is_file():
+            raise FileNotFoundError(f"resume was asked for but there is no checkpoint at {self.last_path}")
+        if not resume and self.last_path.is_file():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run ({self.last_path}); pass --resume to continue it "
+                "or --out DIR to start a new one elsewhere"
+            )
+        device = info.device
+        self.micro = micro_batch_size(cfg, info.world_size)
+        checkpoint.seed_everything(cfg.seed + info.rank)
+
+        builders.ensure_synthetic_data(cfg, info)
+        train_set = builders.build_train_set(cfg)
+        self.val_set = builders.build_val_set(cfg)
+        if len(train_set) < cfg.batch_size:
+            raise ValueError(f"the {cfg.train_split} set has {len(train_set)} samples, fewer than batch_size={cfg.batch_size}")
+        self.sampler = ResumableDistributedSampler(train_set, info.world_size, info.rank, seed=cfg.seed)
+        self.loader = InfiniteLoader(
+            SeededSamples(train_set, seed=cfg.seed),
+            self.sampler,
+            batch_size=self.micro,
+            batches_per_epoch=(len(train_set) // cfg.batch_size) * cfg.grad_accum,
+            num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+
+        if cfg.pretrained is None and cfg.backbone != "resnet18_tiny" and info.is_main:
+            log.warning("training %s from random initialisation (pretrained=None); the paper starts from "
+                        "ImageNet weights: --set pretrained=PATH", cfg.backbone)
+        model = builders.build_model(cfg, train_set.num_classes)
+        if device.type == "cuda" and info.distributed and cfg.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.module = model.to(device)
+        self.criterion = builders.build_criterion(cfg, ignore_index=train_set.ignore_index).to(device)
+        self.optimizer = builders.build_optimizer(self.module, cfg)
+        self.scheduler = poly_scheduler(self.optimizer, cfg.iterations, cfg.poly_power, cfg.warmup_iters, cfg.warmup_ratio)
+
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        if self.amp_dtype is not None and device.type != "cuda":
+            log.warning("amp=%s applies on CUDA only; training in float32 on %s", cfg.amp, device)
+            self.amp_dtype = None
+        if self.amp_dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise RuntimeError(f"amp='bf16' but {torch.cuda.get_device_name(device)} does not support bfloat16")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+
+        self.iteration = 0
+        self.saved_iteration: int | None = None
+        self.best_miou = -math.inf
+        self.elapsed_s = 0.0
+        if resume:
+            self._load(self.last_path)
+        self.model: nn.Module = self.module
+        if info.distributed:
+            self.model = DistributedDataParallel(
+                self.module,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=cfg.aux_weight == 0,  # the aux head then gets no gradient
+            )
+
+        self.metrics = runlog.MetricsLog(self.run_dir / "metrics.jsonl", enabled=info.is_main)
+        if info.is_main:
+            dropped = self.metrics.truncate_after(self.iteration)
+            if dropped:
+                log.info("moved %d metrics rows past iteration %d to metrics.discarded.jsonl", dropped, self.iteration)
+            save_config(cfg, self.run_dir / "config.json", provenance=runlog.provenance(device), world_size=info.world_size)
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, on_step: StepHook | None) -> dict[str, Any]:
+        cfg, info = self.cfg, self.info
+        final: dict[str, Any] | None = None
+        if self.iteration >= cfg.iterations:
+            log.info("run %s is complete (%d/%d iterations)", self.run_dir, self.iteration, cfg.iterations)
+        bar = tqdm(
+            total=cfg.iterations,
+            initial=self.iteration,
+            desc=f"train {cfg.name}",
+            unit="it",
+            disable=not info.is_main,
+            dynamic_ncols=True,
+        )
+        start = time.perf_counter() - self.elapsed_s
+        try:
+            while self.iteration < cfg.iterations:
+                t0 = time.perf_counter()
+                terms, lr = self._step()
+                self.iteration += 1
+                it = self.iteration
+                self.elapsed_s = time.perf_counter() - start
+                row = {"type": "train", "iter": it, **terms, "lr": lr, "time_s": round(self.elapsed_s, 4),
+                       "step_time_s": round(time.perf_counter() - t0, 4)}
+                if it % cfg.log_every == 0 or it == cfg.iterations:
+                    self.metrics.write(row)
+                bar.set_postfix(loss=f"{terms['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+                bar.update(1)
+                if (cfg.eval_every and it % cfg.eval_every == 0) or it == cfg.iterations:
+                    final = self._evaluate()
+                if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
+                    self._save_last()
+                if on_step is not None:
+                    on_step(it, row)
+        finally:
+            bar.close()
+        if final is not None and info.is_main:
+            runlog.write_json(
+                self.run_dir / "metrics.json",
+                {**metrics_payload(final, self.val_set, cfg), "checkpoint": str(self.last_path),
+                 "iteration": self.iteration, "provenance": runlog.provenance(info.device)},
+            )
+        return {
+            "run_dir": str(self.run_dir),
+            "iteration": self.iteration,
+            "last_checkpoint": str(self.last_path),
+            "best_checkpoint": str(self.best_path) if self.best_path.is_file() else None,
+            "best_miou": self.best_miou if math.isfinite(self.best_miou) else None,
+            "final_metrics": final,
+        }
+
+    # ------------------------------------------------------------------------------------------
+    def _step(self) -> tuple[dict[str, float], float]:
+        """One optimiser step over ``grad_accum`` micro-batches; loss terms averaged over ranks."""
+        cfg, device = self.cfg, self.info.device
+        self.model.train()
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.optimizer.zero_grad(set_to_none=True)
+        names: list[str] | None = None
+        totals: torch.Tensor | None = None
+        for m in range(cfg.grad_accum):
+            image, target = next(self.loader)
+            epochs, indices = self.loader.last_keys  # type: ignore[misc]
+            torch.manual_seed(sample_seed(cfg.seed ^ _DROPOUT_SALT, int(epochs[0]), int(indices[0])))
+            image = image.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            sync = not isinstance(self.model, DistributedDataParallel) or m == cfg.grad_accum - 1
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                    outputs = self.model(image)
+                    loss, terms = self.criterion(outputs, target)
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            if names is None:
+                names = sorted(k for k in terms if k != "loss")
+            values = [loss.detach().float().reshape(())] + [
+                torch.as_tensor(terms[k]).detach().float().reshape(()).to(device) for k in names
+            ]
+            step = torch.stack(values) / cfg.grad_accum
+            totals = step if totals is None else totals + step
+        assert totals is not None and names is not None
+        distributed.all_reduce_sum(totals)
+        values = (totals / self.info.world_size).tolist()
+        terms_out = dict(zip(["loss", *names], values, strict=True))
+        if not all(math.isfinite(v) for v in values):
+            self._non_finite(terms_out)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return terms_out, lr
+
+    def _non_finite(self, terms: dict[str, float]) -> None:
+        it = self.iteration + 1
+        self.metrics.write({"type": "error", "iter": it, "error": "non-finite loss", **terms})
+        last = f"{self.last_path} (iteration {self.saved_iteration})" if self.saved_iteration is not None else "none"
+        listed = ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
+        raise FloatingPointError(
+            f"loss is not finite at iteration {it}: {listed}; stopped without updating the weights. "
+            f"Last good checkpoint: {last}. Try a lower lr (now {self.cfg.lr}), a warm-up or amp='none'."
+        )
+
+    def _evaluate(self) -> dict[str, Any]:
+        # Without SyncBN each rank's BN running statistics saw only its own batches since DDP last broadcast
+        # rank 0's (at the start of each forward): evaluate everywhere with rank 0's, which are the saved ones.
+        distributed.broadcast_buffers(self.module)
+        result = evaluate_model(self.module, self.val_set, self.cfg, self.info, desc=f"eval @{self.iteration}")
+        row = {"type": "eval", "iter": self.iteration, "split": self.cfg.val_split,
+               **{k: result[k] for k in ("miou", "pixel_acc", "mean_acc", "num_images") if k in result},
+               "time_s": round(self.elapsed_s, 4)}
+        self.metrics.write(row)
+        if result["miou"] > self.best_miou:
+            self.best_miou = float(result["miou"])
+            if self.info.is_main:
+                checkpoint.save(
+                    {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(), "iteration": self.iteration,
+                     "model": self.module.state_dict(), "miou": self.best_miou},
+                    self.best_path,
+                )
+        return result
+
+    # ------------------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        rng = distributed.all_gather_object(checkpoint.rng_state(self.info.device))  # collective: every rank
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_dict(),
+            "iteration": self.iteration,
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data": {
+                "epoch": self.loader.epoch,
+                "steps_in_epoch": self.loader.position // self.cfg.grad_accum,
+                "batch_size": self.cfg.batch_size,
+            },
+            "rng": rng,
+            "world_size": self.info.world_size,
+            "best_miou": self.best_miou,
+            "elapsed_s": self.elapsed_s,
+            "provenance": runlog.provenance(self.info.device),
+        }
+
+    def _save_last(self) -> None:
+        state = self._state()
+        if self.info.is_main:
+            checkpoint.save(state, self.last_path)
+        self.saved_iteration = self.iteration
+        distributed.barrier()
+
+    def _load(self, path: Path) -> None:
+        state = checkpoint.load(path, map_location=self.info.device)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a training checkpoint of this engine (format {state.get('format')!r})")
+        saved = config_from_dict(state["config"])
+        changed = {k: v for k, v in diff(saved, self.cfg).items() if k != "output_dir"}
+        if changed and self.info.is_main:
+            log.warning("resuming with settings that differ from the checkpoint's: %s",
+                        ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        data = state["data"]
+        if data["batch_size"] != self.cfg.batch_size and self.info.is_main:
+            log.warning("global batch changed from %d to %d: the data order differs from the original run",
+                        data["batch_size"], self.cfg.batch_size)
+        position = min(data["steps_in_epoch"] * self.cfg.grad_accum, self.loader.batches_per_epoch)
+        self.loader.load_state_dict({"epoch": data["epoch"], "position": position})
+        rng = state["rng"]
+        if len(rng) == self.info.world_size:
+            checkpoint.set_rng_state(rng[self.info.rank], self.info.device)
+        else:
+            if self.info.is_main:
+                log.warning("checkpoint has RNG states of %d processes, this run has %d: re-seeding",
+                            len(rng), self.info.world_size)
+            checkpoint.seed_everything(self.cfg.seed + self.info.rank + int(state["iteration"]))
+        self.iteration = self.saved_iteration = int(state["iteration"])
+        self.best_miou = float(state["best_miou"])
+        self.elapsed_s = float(state["elapsed_s"])
+        if self.info.is_main:
+            log.info("resumed %s at iteration %d/%d", path, self.iteration, self.cfg.iterations)

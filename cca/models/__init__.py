@@ -1,0 +1,91 @@
+"""Models: dilated ResNet backbones, CCNet and the baseline segmentors, 3D CCNet for video, Mask
+R-CNN with RCCA for COCO, and the factory :func:`build`."""
+
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+from cca.models.backbone import BACKBONES, DilatedResNet, build_backbone, load_pretrained
+from cca.models.heads import (
+    ASPPHead,
+    AttentionHead,
+    AuxHead,
+    ContextHead,
+    FCNHead,
+    NonLocalHead,
+    PSPHead,
+    RCCAHead,
+)
+from cca.models.mask_rcnn import MASK_RCNN_BACKBONES, RCCABody, build_mask_rcnn
+from cca.models.segmentor import CCNet, Segmentor
+from cca.models.video import CCNet3D
+
+__all__ = [
+    "ASPPHead",
+    "AttentionHead",
+    "AuxHead",
+    "BACKBONES",
+    "CCNet",
+    "CCNet3D",
+    "ContextHead",
+    "DilatedResNet",
+    "FCNHead",
+    "MASK_RCNN_BACKBONES",
+    "MODELS",
+    "NonLocalHead",
+    "PSPHead",
+    "RCCABody",
+    "RCCAHead",
+    "Segmentor",
+    "build",
+    "build_backbone",
+    "build_mask_rcnn",
+    "load_pretrained",
+]
+
+# Segmentation models by name. "ccnet_horizontal"/"ccnet_vertical": RCCA over the row / column only.
+MODELS = ("ccnet", "fcn", "nonlocal", "psp", "aspp", "ccnet3d", "ccnet_horizontal", "ccnet_vertical")
+
+_BASELINE_HEADS = {"fcn": FCNHead, "nonlocal": NonLocalHead, "psp": PSPHead, "aspp": ASPPHead}
+
+
+def build(
+    name: str,
+    num_classes: int,
+    backbone: str = "resnet101",
+    recurrence: int = 2,
+    pretrained: str | os.PathLike | None = None,
+    **kwargs,
+) -> nn.Module:
+    """A segmentation model by name (see ``MODELS``) with ``num_classes`` outputs.
+
+    * ``ccnet``: :class:`CCNet` (RCCA head, ``recurrence`` loops; 0 = no attention);
+    * ``ccnet_horizontal`` / ``ccnet_vertical``: CCNet whose attention covers the row / column only;
+    * ``fcn`` / ``nonlocal`` / ``psp`` / ``aspp``: :class:`Segmentor` with CCNet's head around another
+      context block (identity, non-local, pyramid pooling, ASPP: :class:`FCNHead`, :class:`NonLocalHead`,
+      :class:`PSPHead`, :class:`ASPPHead`), the paper's context-module comparison (``recurrence`` is ignored);
+    * ``ccnet3d``: :class:`CCNet3D` for clips ``(N, 3, T, H, W)``.
+
+    ``backbone``: one of ``BACKBONES`` (``resnet18_tiny`` for CPU smoke runs); ``pretrained``: local
+    path of ImageNet backbone weights (never downloaded). Extra keyword arguments go to the model
+    or head (``aux``, ``reduction``, ``mid_channels``, ``dropout``, ``ccl_channels``, ...).
+    Segmentors return ``{"out"}`` in eval mode and ``{"out", "aux", "feat"}`` in training mode.
+    """
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an int >= 1, got num_classes={num_classes!r}")
+    if name == "ccnet":
+        return CCNet(num_classes, backbone, recurrence, pretrained, **kwargs)
+    if name in ("ccnet_horizontal", "ccnet_vertical"):
+        return CCNet(num_classes, backbone, recurrence, pretrained, direction=name.split("_")[1], **kwargs)
+    if name == "ccnet3d":
+        return CCNet3D(num_classes, backbone, recurrence, pretrained, **kwargs)
+    aux = kwargs.pop("aux", True)
+    ccl_channels = kwargs.pop("ccl_channels", None)
+    trunk = build_backbone(backbone, pretrained)
+    head = _BASELINE_HEADS[name](trunk.out_channels, num_classes, **kwargs)
+    aux_head = AuxHead(trunk.aux_channels, num_classes, dropout=kwargs.get("dropout", 0.1)) if aux else None
+    return Segmentor(trunk, head, aux_head, ccl_channels)

@@ -1,0 +1,183 @@
+"""Settings: presets, type-checked ``key=value`` overrides, JSON round trip, the CLI's handling of them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cca.__main__ import COMMANDS, main
+from cca.engine.config import (
+    PRESETS,
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    field_names,
+    get_config,
+    load_config,
+    save_config,
+)
+
+
+def test_presets_exist_and_are_valid():
+    assert {"smoke", "cityscapes_r101_769"} <= set(PRESETS)
+    for name, cfg in PRESETS.items():
+        assert cfg.name == name
+        assert get_config(name) == cfg
+
+
+def test_smoke_preset_is_tiny_cpu_synthetic():
+    cfg = get_config("smoke")
+    assert cfg.backbone == "resnet18_tiny" and cfg.device == "cpu" and cfg.synthetic
+    assert cfg.dataset == "cityscapes" and cfg.crop_size == (64, 64) and cfg.iterations <= 30
+
+
+def test_cityscapes_preset_is_the_papers_setting():
+    """DESIGN.md: R-101, crop 769, batch 8, 60k iterations, lr 0.01, wd 1e-4, poly 0.9, R=2, aux 0.4, sliding eval."""
+    cfg = get_config("cityscapes_r101_769")
+    assert (cfg.model, cfg.backbone, cfg.recurrence) == ("ccnet", "resnet101", 2)
+    assert (cfg.dataset, cfg.crop_size, cfg.batch_size, cfg.iterations) == ("cityscapes", (769, 769), 8, 60000)
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.poly_power) == (0.01, 0.9, 1e-4, 0.9)
+    assert cfg.aux_weight == 0.4 and cfg.eval_mode == "slide" and cfg.eval_scales == (1.0,) and not cfg.eval_flip
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="smoke") as info:
+        get_config("cityscapes_r102")
+    assert "cityscapes_r101_769" in str(info.value)
+
+
+def test_overrides_are_parsed_by_field_type():
+    cfg = apply_overrides(
+        get_config("smoke"),
+        [
+            "iterations=7",
+            "lr=2e-3",
+            "eval_flip=yes",
+            "deterministic=false",
+            "crop_size=48",  # one value for an (H, W) pair: square
+            "synthetic_size=(32, 64)",
+            "eval_scales=0.75,1,1.25",
+            "pretrained=none",
+            "eval_crop=16,24",
+            "amp=bf16",
+        ],
+    )
+    assert cfg.iterations == 7 and isinstance(cfg.iterations, int)
+    assert cfg.lr == 2e-3 and cfg.eval_flip is True and cfg.deterministic is False
+    assert cfg.crop_size == (48, 48) and cfg.synthetic_size == (32, 64)
+    assert cfg.eval_scales == (0.75, 1.0, 1.25) and all(isinstance(s, float) for s in cfg.eval_scales)
+    assert cfg.pretrained is None and cfg.eval_crop == (16, 24) and cfg.amp == "bf16"
+    assert get_config("smoke").iterations != 7  # presets are not modified
+
+
+def test_unknown_key_is_an_error_listing_valid_keys():
+    with pytest.raises(ValueError, match="unknown setting 'iteration'") as info:
+        apply_overrides(get_config("smoke"), ["iteration=5"])
+    for name in field_names():
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("iterations=abc", "expects int"),
+        ("iterations=1.5", "expects int"),
+        ("lr=fast", "expects float"),
+        ("eval_flip=maybe", "expects bool"),
+        ("crop_size=1,2,3", "2 comma-separated values"),
+        ("eval_scales=", "expects tuple"),
+    ],
+)
+def test_bad_value_types_are_rejected(item, expected):
+    with pytest.raises(TypeError, match=expected) as info:
+        apply_overrides(get_config("smoke"), [item])
+    assert item.split("=")[0] in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("item", "key"),
+    [
+        ("amp=fp8", "amp"),
+        ("iterations=0", "iterations"),
+        ("eval_mode=tiles", "eval_mode"),
+        ("device=tpu", "device"),
+        ("crop_size=0,32", "crop_size"),
+        ("warmup_ratio=0", "warmup_ratio"),
+    ],
+)
+def test_bad_values_are_rejected(item, key):
+    with pytest.raises(ValueError, match=key):
+        apply_overrides(get_config("smoke"), [item])
+
+
+def test_malformed_override_is_rejected():
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides(get_config("smoke"), ["iterations"])
+
+
+def test_constructor_checks_types():
+    with pytest.raises(TypeError, match="'batch_size' expects int"):
+        ExperimentConfig(batch_size="8")
+    with pytest.raises(TypeError, match="'deterministic' expects bool"):
+        ExperimentConfig(deterministic=1)
+    assert ExperimentConfig(lr=1).lr == 1.0 and isinstance(ExperimentConfig(lr=1).lr, float)
+    assert ExperimentConfig(crop_size=[5, 6]).crop_size == (5, 6)
+
+
+def test_json_round_trip(tmp_path):
+    cfg = apply_overrides(get_config("cityscapes_r101_769"), ["eval_scales=0.5,1.0,1.75", "eval_crop=none"])
+    path = save_config(cfg, tmp_path / "config.json", provenance={"command": "pytest"})
+    data = json.loads(path.read_text())
+    assert data["_provenance"] == {"command": "pytest"} and data["crop_size"] == [769, 769]
+    assert load_config(path) == cfg
+    assert get_config(str(path)) == cfg
+    with pytest.raises(ValueError, match="unknown setting"):
+        config_from_dict({**cfg.to_dict(), "learning_rate": 0.1})
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_config(tmp_path / "missing.json")
+
+
+def test_run_dir_defaults_to_runs_name(tmp_path):
+    assert str(get_config("smoke").run_dir) == "runs/smoke"
+    assert apply_overrides(get_config("smoke"), [f"output_dir={tmp_path}"]).run_dir == tmp_path
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def test_cli_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert {"train", "evaluate"} <= set(COMMANDS)
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_cli_print_config_applies_overrides(capsys, tmp_path):
+    assert (
+        main(
+            ["train", "--config", "smoke", "--set", "iterations=3", "lr=0.5", "--out", str(tmp_path), "--print-config"]
+        )
+        == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert data["iterations"] == 3 and data["lr"] == 0.5 and data["output_dir"] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--config", "smoke", "--set", "bogus=1"], "valid settings: name, model"),
+        (["train", "--config", "smoke", "--set", "iterations=many"], "'iterations' expects int"),
+        (["train", "--config", "nope"], "config must be one of"),
+        (["evaluate", "--checkpoint", "x.pt", "--set", "bogus=1"], "unknown setting 'bogus'"),
+    ],
+)
+def test_cli_rejects_bad_settings(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err

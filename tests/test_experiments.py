@@ -1,0 +1,267 @@
+"""experiments/: the table runner (settings, resumability, reports) and every table's smoke path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from experiments import common, run  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# The machinery, on a fake table whose runner only records its calls
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeSettings:
+    iterations: int = 10
+    lr: float = 0.1
+    device: str = "cpu"
+    name: str = ""
+    output_dir: str = ""
+
+
+CALLS: list[tuple[str, int, float]] = []
+
+
+def fake_runner(table, row, settings, options, directory):
+    CALLS.append((row.key, settings.iterations, settings.lr))
+    (directory / "partial.txt").write_text("started")
+    if row.key == "broken":
+        raise RuntimeError("this row always fails")
+    log = directory / "metrics.jsonl"
+    log.write_text("\n".join(json.dumps({"type": "train", "iter": i, "loss": 1.0 / i}) for i in range(1, 4)) + "\n")
+    return {"miou": 10.0 * settings.iterations}
+
+
+def fake_table(rows=None) -> common.Table:
+    rows = rows or (common.Row("a", "Row A", {"iterations": 2}), common.Row("b", "Row B", {"iterations": 3}))
+    return common.Table(
+        number=99, topic="demo", title="Demo table", kind="train", metrics=("miou",), rows=tuple(rows),
+        full=FakeSettings(iterations=1000), smoke=FakeSettings(), runner=fake_runner,
+        shows_full="full text", shows_smoke="smoke text",
+    )
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "table99_demo.csv").write_text(
+        "row,method,miou,ours_row,source,confidence\n"
+        "pa,Paper A,25.5,a,paper,verbatim\n"
+        "pq,Quoted method,30.0,,paper,secondary\n"
+        "pb,Paper B,,b,not found,\n"
+    )
+    monkeypatch.setattr(common, "PAPER_DIR", paper)
+    CALLS.clear()
+    return common.Options(runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports", command="python experiments/run.py 99")
+
+
+def test_rows_run_once_and_are_skipped_when_done(env):
+    table = fake_table()
+    outcome = common.run_table(table, env)
+    assert outcome["failed"] == [] and CALLS == [("a", 2, 0.1), ("b", 3, 0.1)]
+    record = json.loads((env.runs_dir / "table99" / "a" / "result.json").read_text())
+    assert record["metrics"] == {"miou": 20.0} and record["scale"] == "smoke" and len(record["settings_hash"]) == 16
+    assert "commit" in record and record["hardware"]
+    common.run_table(table, env)
+    assert len(CALLS) == 2, "rows with results for the same settings and commit must be skipped"
+    common.run_table(table, common.Options(**{**env.__dict__, "force": True}))
+    assert len(CALLS) == 4, "--force re-runs every row"
+    common.run_table(table, common.Options(**{**env.__dict__, "overrides": ("lr=0.5",)}))
+    assert CALLS[-2:] == [("a", 2, 0.5), ("b", 3, 0.5)], "changed settings re-run"
+
+
+def test_report_has_paper_and_ours_side_by_side(env):
+    common.run_table(fake_table(), env)
+    text = (env.reports_dir / "table99.md").read_text()
+    assert text.startswith("# Table 99: Demo table")
+    assert "Smoke scale: this is not a reproduction" in text and "smoke text" in text
+    assert "25.5 (verbatim)" in text and "20.00" in text and "n/a (smoke)" in text
+    assert "not found" in text and "quoted from the paper" in text
+    assert "python experiments/run.py 99" in text and "curves/table99_a.png" in text
+    assert (env.reports_dir / "curves" / "table99_a.png").is_file()
+    frame = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
+    assert set(frame["row"]) == {"pa", "pq", "pb"}
+    assert frame.set_index("row").loc["pb", "ours"] == "30.0"
+    index_text = (env.reports_dir / "README.md").read_text()
+    assert "| 99 |" in index_text and "| smoke |" in index_text
+
+
+def test_a_failing_row_is_reported_not_dropped(env):
+    table = fake_table((common.Row("a", "Row A"), common.Row("broken", "Broken row")))
+    outcome = common.run_table(table, env)
+    assert outcome["failed"] == ["broken"]
+    text = (env.reports_dir / "table99.md").read_text()
+    assert "failed: RuntimeError: this row always fails" in text or "broken" in text
+    frame = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
+    assert "broken" in set(frame["ours_row"]) and frame.set_index("ours_row").loc["broken", "status"].startswith("failed")
+
+
+def test_interrupted_row_resumes_in_place_and_changed_settings_start_over(env):
+    table = fake_table((common.Row("broken", "Broken row"),))
+    common.run_table(table, env)
+    directory = env.runs_dir / "table99" / "broken"
+    marker = directory / "kept.txt"
+    marker.write_text("checkpoint")
+    common.run_table(table, env)  # same settings and commit: the directory (checkpoints) is kept
+    assert marker.is_file()
+    common.run_table(table, common.Options(**{**env.__dict__, "overrides": ("iterations=7",)}))
+    assert not marker.exists(), "different settings must not resume from another run's files"
+
+
+def test_settings_errors_name_the_setting(env):
+    table = fake_table()
+    with pytest.raises(ValueError, match="valid settings: iterations, lr"):
+        common.row_settings(table, table.rows[0], common.Options(**{**env.__dict__, "overrides": ("nope=1",)}))
+    with pytest.raises(TypeError, match="iterations"):
+        common.row_settings(table, table.rows[0], common.Options(**{**env.__dict__, "overrides": ("iterations=many",)}))
+    with pytest.raises(ValueError, match="no row"):
+        common.selected_rows(table, common.Options(rows=("zzz",)))
+    with pytest.raises(ValueError, match="scale"):
+        common.Options(scale="huge")
+    with pytest.raises(FileNotFoundError, match="pretrained"):
+        common.row_settings(table, table.rows[0], common.Options(pretrained="/no/such/weights.pth"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line and the real tables
+# ---------------------------------------------------------------------------------------------
+
+
+def test_list_names_every_table(capsys):
+    assert run.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    numbers = [int(line.split()[0]) for line in out.splitlines()[1:]]
+    assert numbers == list(range(1, 10))
+    for topic in ("cityscapes_test", "recurrence", "ccl", "context", "efficiency", "ade20k", "lip", "coco", "camvid"):
+        assert topic in out
+
+
+def test_every_entry_matches_its_paper_csv():
+    for number, table in run.tables().items():
+        assert table.paper_csv.is_file(), f"table {number}: {table.paper_csv} missing"
+        paper = pd.read_csv(table.paper_csv, dtype=str, keep_default_na=False)
+        ours = {r.key for r in table.rows}
+        named = set(paper["ours_row"]) - {""}
+        assert named <= ours, f"table {number}: paper rows name rows of ours that do not exist: {named - ours}"
+        assert table.metrics[0] in paper.columns, f"table {number}: primary metric {table.metrics[0]} not in the paper CSV"
+        assert table.smoke != table.full
+
+
+def test_full_scale_is_the_papers_setting():
+    tables = run.tables()
+    cityscapes = tables[2].full
+    assert (cityscapes.backbone, cityscapes.crop_size, cityscapes.batch_size, cityscapes.iterations) == ("resnet101", (769, 769), 8, 60000)
+    assert (cityscapes.lr, cityscapes.momentum, cityscapes.weight_decay, cityscapes.poly_power, cityscapes.aux_weight) == (0.01, 0.9, 1e-4, 0.9, 0.4)
+    assert tables[6].full.crop_size == (512, 512) and tables[6].full.batch_size == 16
+    assert tables[7].full.crop_size == (473, 473)
+    assert tables[5].full.input_shape == (1, 512, 97, 97) and tables[5].smoke.input_shape == (1, 512, 97, 97)
+    for number in (1, 2, 3, 4, 6, 7):
+        smoke = tables[number].smoke
+        assert smoke.backbone == "resnet18_tiny" and smoke.synthetic and smoke.device == "cpu"
+
+
+def test_dry_run_prints_settings_and_plan(capsys, tmp_path):
+    assert run.main(["2", "--dry-run", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "row r3 (RCCA R=3)" in out and "'recurrence': 3" in out and "planned iterations: 300" in out
+    assert "synthetic cityscapes-format data will be written" in out
+    assert run.main(["1", "--dry-run", "--scale", "full", "--data-root", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "backbone = 'resnet101'" in out and "NOT FOUND" in out and "planned iterations: 60000" in out
+
+
+def test_full_scale_without_data_fails_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run.main(["2", "--scale", "full", "--data-root", str(tmp_path / "missing"), "--runs-dir", str(tmp_path)])
+    assert "not found" in capsys.readouterr().err
+
+
+# Each table's smoke path, on an even smaller setting (one or two steps, a few synthetic images).
+TRAIN_SMALL = ["iterations=1", "synthetic_num_train=2", "synthetic_num_val=1", "batch_size=2", "crop_size=32", "checkpoint_every=1"]
+SMALL = {
+    1: TRAIN_SMALL,
+    2: TRAIN_SMALL,
+    3: TRAIN_SMALL,
+    4: TRAIN_SMALL,
+    5: ["repeats=0"],  # the paper's input, latency not timed
+    6: TRAIN_SMALL,
+    7: TRAIN_SMALL,
+    8: ["iterations=1", "synthetic_num_train=2", "synthetic_num_val=1", "checkpoint_every=1"],
+    9: TRAIN_SMALL,
+}
+ROWS = {8: ["maskrcnn_r50", "maskrcnn_rcca_r50"]}  # the R-101 rows differ only by the backbone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", sorted(SMALL))
+def test_table_smoke_path_writes_its_report(number, tmp_path, monkeypatch):
+    monkeypatch.setenv("CCA_BACKEND", "reference")
+    argv = [str(number), "--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports"), "--set", *SMALL[number]]
+    if number in ROWS:
+        argv += ["--rows", *ROWS[number]]
+    assert run.main(argv) == 0
+    table = run.tables()[number]
+    text = (tmp_path / "reports" / f"table{number}.md").read_text()
+    assert f"# Table {number}:" in text and "Smoke scale: this is not a reproduction" in text
+    frame = pd.read_csv(tmp_path / "reports" / f"table{number}.csv", dtype=str, keep_default_na=False)
+    ran = ROWS.get(number, [r.key for r in table.rows])
+    for key in ran:
+        mine = frame[frame["ours_row"] == key]
+        values = [float(v) for v in mine["ours"] if v != ""]
+        assert values, f"table {number}: row {key} has no result in the report"
+        assert all(v == v for v in values) and (table.kind == "profile" or all(0.0 <= v <= 100.0 for v in values))
+        done = mine[mine["ours"] != ""]
+        assert set(done["scale"]) == {"smoke"} and all("synthetic" in d or "no data" in d for d in done["dataset"])
+    paper = pd.read_csv(table.paper_csv, dtype=str, keep_default_na=False)
+    quoted = paper[paper[table.metrics[0]] != ""] if table.metrics[0] in paper.columns else paper.iloc[0:0]
+    for _, row in quoted.iterrows():  # every paper value of the primary metric is in the report, unchanged
+        line = frame[(frame["row"] == row["row"]) & (frame["metric"] == table.metrics[0])]
+        assert list(line["paper"]) == [row[table.metrics[0]]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The long-range ablation's pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def test_feature_statistics_on_known_features():
+    import torch
+
+    from experiments.longrange import feature_statistics
+
+    label = torch.tensor([[[0, 0], [1, 1]]])  # (1, 2, 2)
+    feat = torch.zeros(1, 2, 2, 2)
+    feat[0, 0, 0, 0], feat[0, 0, 0, 1] = 1.0, -1.0  # class 0: (+1, 0) and (-1, 0): centre 0, spread 1
+    feat[0, 1, 1, :] = 4.0  # class 1: both at (0, 4): spread 0
+    stats = feature_statistics(feat, label, num_classes=2)
+    assert stats["intra_class_spread"] == pytest.approx(0.5)  # mean of the per-class spreads 1 and 0
+    assert stats["inter_class_distance"] == pytest.approx(4.0)
+    assert stats["inter_over_intra"] == pytest.approx(8.0)
+
+
+def test_longrange_variants_train_and_the_stem_cannot_reach_the_cue():
+    import dataclasses
+
+    from experiments import longrange
+
+    small = dataclasses.replace(longrange.LongRangeSettings(), iterations=2, num_train=16, num_val=8, batch_size=4)
+    for variant in ("r0", "r2", "nonlocal", "r2_ccl"):
+        result = longrange.train_one(small, variant, seed=0)
+        assert 0.0 <= result["miou"] <= 100.0 and result["intra_class_spread"] >= 0.0
+    model = longrange.build_model(small, "r2_gamma0")
+    assert model.context.cca.gamma.item() == 0.0
+    assert longrange.build_model(small, "r2").context.cca.gamma.item() == small.gamma_init
+    with pytest.raises(ValueError, match="receptive-field radius"):
+        longrange.build_model(dataclasses.replace(small, stem_convs=small.margin), "r0")
