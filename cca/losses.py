@@ -20,6 +20,7 @@ __all__ = [
     "CCNetCriterion",
     "CategoryConsistentLoss",
     "OhemCrossEntropy",
+    "VARIANCE_FORMS",
     "category_consistent_loss",
     "cross_entropy",
     "ohem_mask",
@@ -297,17 +298,24 @@ def _resized(logits: Tensor, target: Tensor) -> Tensor:
     return F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def _frames(x: Tensor) -> Tensor:
+    """Video ``(N, C, T, H, W)`` -> frames ``(N * T, C, H, W)`` (clip-major); 4D passes unchanged."""
+    return x.transpose(1, 2).flatten(0, 1) if x.dim() == 5 else x
+
+
 class CCNetCriterion(nn.Module):
     """CCNet's training loss: ``main_weight * main + aux_weight * aux + ccl_weight * ccl``.
 
     * main: cross entropy (or OHEM cross entropy with ``ohem=True``, main head only, as the
       released code) on ``outputs["out"]``;
     * aux: cross entropy on ``outputs["aux"]`` (0 when absent or ``aux_weight == 0``);
-    * ccl: :class:`CategoryConsistentLoss` on ``outputs["feat"]`` (computed only when ``ccl_weight > 0``).
+    * ccl: :class:`CategoryConsistentLoss` on ``outputs["feat"]`` (computed only when ``ccl_weight > 0``);
+      ``ccl``: its :class:`CCLParams` or a configured :class:`CategoryConsistentLoss` (default: the paper's).
 
     ``criterion(outputs: dict, target (N, H, W) long) -> (loss, {"main", "aux", "ccl"})``, the terms
     detached and unweighted (always the three keys). Logits at another size than ``target`` are
-    resized (bilinear) to it.
+    resized (bilinear) to it. Video outputs (``out``/``aux`` ``(N, K, T, H, W)``, ``feat``
+    ``(N, C, T, h, w)``) with ``target (N, T, H, W)`` are scored as ``N * T`` frames.
     """
 
     def __init__(
@@ -317,8 +325,8 @@ class CCNetCriterion(nn.Module):
         ohem_thresh: float = 0.7,
         ohem_min_kept: int = 100000,
         ccl_weight: float = 0.0,
+        ccl: CCLParams | CategoryConsistentLoss | None = None,
         ignore_index: int = IGNORE_INDEX,
-        ccl: CCLParams | None = None,
         main_weight: float = 1.0,
     ) -> None:
         super().__init__()
@@ -328,12 +336,28 @@ class CCNetCriterion(nn.Module):
         self.main_weight, self.aux_weight, self.ccl_weight = float(main_weight), float(aux_weight), float(ccl_weight)
         self.ignore_index = ignore_index
         self.ohem = OhemCrossEntropy(ohem_thresh, ohem_min_kept, ignore_index) if ohem else None
-        self.ccl = CategoryConsistentLoss(ccl, ignore_index)
+        if ccl is None or isinstance(ccl, CCLParams):
+            ccl = CategoryConsistentLoss(ignore_index=ignore_index, params=ccl)
+        elif not isinstance(ccl, CategoryConsistentLoss):
+            raise TypeError(f"ccl must be None, a CCLParams or a CategoryConsistentLoss, got {type(ccl).__name__}")
+        self.ccl = ccl
 
-    def forward(self, outputs: dict[str, Tensor], target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def _check(self, outputs: dict[str, Tensor], target: Tensor) -> None:
         if not isinstance(outputs, dict) or "out" not in outputs:
             got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
             raise ValueError(f"outputs must be a dict with 'out' (and 'aux', 'feat'), got {got}")
+        video = outputs["out"].dim() == 5
+        if isinstance(target, Tensor) and video and target.dim() != 4:
+            raise ValueError(
+                f"video logits (N, K, T, H, W) need target (N, T, H, W), got out.shape={tuple(outputs['out'].shape)}, "
+                f"target.shape={tuple(target.shape)}"
+            )
+
+    def forward(self, outputs: dict[str, Tensor], target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        self._check(outputs, target)
+        if outputs["out"].dim() == 5:
+            outputs = {k: _frames(v) for k, v in outputs.items()}
+            target = target.flatten(0, 1)
         logits = _resized(outputs["out"], target)
         main = self.ohem(logits, target) if self.ohem is not None else cross_entropy(logits, target, self.ignore_index)
         zero = main.detach() * 0.0

@@ -94,12 +94,12 @@ def test_ohem_keeps_everything_valid_when_min_kept_exceeds_it():
 
 
 # ------------------------------------------------------------------------------ CCL
-def loop_ccl(feat, target, params, ignore=IGNORE):
+def loop_ccl(feat, target, params, ignore=IGNORE, variance="piecewise"):
     """The CCL by plain loops: per image, per class, per pixel (float64)."""
     n, _, h, w = feat.shape
     label = F.interpolate(target[:, None].double(), size=(h, w), mode="nearest")[:, 0].long()
     totals = {"var": 0.0, "dis": 0.0, "reg": 0.0}
-    images = 0
+    images, distances = 0, []
     for b in range(n):
         members: dict[int, list[torch.Tensor]] = {}
         for y in range(h):
@@ -116,7 +116,10 @@ def loop_ccl(feat, target, params, ignore=IGNORE):
             per_class = 0.0
             for f in pixels:
                 d = (centres[c] - f).norm()
-                if d <= params.delta_v:
+                distances.append(float(d))
+                if variance == "hinge":
+                    phi = max(d - params.delta_v, d * 0) ** 2
+                elif d <= params.delta_v:
                     phi = d * 0
                 elif d <= params.delta_d:
                     phi = (d - params.delta_v) ** 2
@@ -139,6 +142,7 @@ def loop_ccl(feat, target, params, ignore=IGNORE):
         totals["reg"] += reg
     out = {k: torch.as_tensor(v / max(images, 1), dtype=torch.float64) for k, v in totals.items()}
     out["loss"] = params.alpha * out["var"] + params.beta * out["dis"] + params.gamma * out["reg"]
+    out["distances"] = torch.tensor(distances, dtype=torch.float64)
     return out
 
 
@@ -156,31 +160,37 @@ def _ccl_inputs(make_tensor):
     return feat, target
 
 
-def test_ccl_matches_the_loop_implementation(make_tensor):
+@pytest.mark.parametrize("variance", ["piecewise", "hinge"])
+def test_ccl_matches_the_loop_implementation(variance, make_tensor):
     feat, target = _ccl_inputs(make_tensor)
-    params = CCLParams(delta_v=0.3, delta_d=0.9, alpha=1.0, beta=0.7, gamma=0.01)
-    got = category_consistent_loss(feat, target, params)
-    expected = loop_ccl(feat, target, params)
+    # margins at quantiles of the pixel-to-centre distances, so every piece of phi_var is exercised
+    d = loop_ccl(feat, target, CCLParams())["distances"]
+    delta_v, delta_d = (float(q) for q in d.quantile(torch.tensor([0.3, 0.7], dtype=torch.float64)))
+    params = CCLParams(delta_v=delta_v, delta_d=delta_d, alpha=1.0, beta=0.7, gamma=0.01)
+    got = category_consistent_loss(feat, target, params, variance=variance)
+    expected = loop_ccl(feat, target, params, variance=variance)
     for key in ("var", "dis", "reg", "loss"):
         torch.testing.assert_close(got[key].double(), expected[key], rtol=1e-6, atol=1e-7, msg=key)
-    # all three pieces of phi_var occur, so the comparison covers each
-    label = F.interpolate(target[:, None].float(), size=(3, 4), mode="nearest")[:, 0].long()
-    assert (label != IGNORE).sum() > 4 and got["var"] > 0 and got["dis"] > 0
+    assert (d <= params.delta_v).any() and ((d > params.delta_v) & (d <= params.delta_d)).any()
+    assert (d > params.delta_d).any() and got["dis"] > 0
 
 
 def test_ccl_gradcheck(make_tensor):
     feat, target = _ccl_inputs(make_tensor)
     feat = feat.double().requires_grad_(True)
     params = CCLParams(delta_v=0.3, delta_d=0.9, alpha=1.0, beta=0.7, gamma=0.01)
-    loss_fn = CategoryConsistentLoss(params)
-    assert loss_fn(feat, target).dtype == torch.float64
-    assert torch.autograd.gradcheck(lambda f: loss_fn(f, target), (feat,), eps=1e-6, atol=1e-5)
+    for variance in ("piecewise", "hinge"):
+        loss_fn = CategoryConsistentLoss(params=params, variance=variance)
+        assert loss_fn(feat, target).dtype == torch.float64
+        assert torch.autograd.gradcheck(lambda f, fn=loss_fn: fn(f, target), (feat,), eps=1e-6, atol=1e-5)
 
 
 def test_phi_var_pieces_and_continuity():
     d = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.5], dtype=torch.float64)
     expected = torch.tensor([0.0, 0.0, 0.25, 1.0, 2.0], dtype=torch.float64)
     torch.testing.assert_close(phi_var(d, 0.5, 1.5), expected)
+    hinge = torch.tensor([0.0, 0.0, 0.25, 1.0, 4.0], dtype=torch.float64)
+    torch.testing.assert_close(phi_var(d, 0.5, 1.5, "hinge"), hinge)
     eps = 1e-9
     for knot in (0.5, 1.5):
         below, above = phi_var(torch.tensor([knot - eps, knot + eps], dtype=torch.float64), 0.5, 1.5)
@@ -208,9 +218,12 @@ def test_ccl_defaults_come_from_the_paper_csv():
         rows = {row["parameter"]: float(row["value"]) for row in csv.DictReader(f)}
     defaults = dataclasses.asdict(CCLParams())
     assert defaults == {k: rows[k] for k in defaults}
+    assert dataclasses.asdict(CategoryConsistentLoss().params) == defaults
     assert CategoryConsistentLoss(delta_v=0.2).params.delta_v == 0.2
     with pytest.raises(TypeError):
         CategoryConsistentLoss(delta_x=1.0)
+    with pytest.raises(ValueError, match="variance must be one of"):
+        CategoryConsistentLoss(variance="l1")
     with pytest.raises(ValueError, match="delta_d must be >= delta_v"):
         CCLParams(delta_v=2.0, delta_d=1.0)
 
@@ -261,6 +274,51 @@ def test_criterion_options(make_tensor):
         CCNetCriterion()(outputs["out"], target)
     with pytest.raises(ValueError, match="aux_weight must be a number >= 0"):
         CCNetCriterion(aux_weight=-1)
+
+
+def test_ohem_positional_order_and_bad_arguments():
+    ohem = OhemCrossEntropy(0.6, 50, 0)
+    assert (ohem.thresh, ohem.min_kept, ohem.ignore_index) == (0.6, 50, 0)
+    with pytest.raises(ValueError, match="min_kept must be an int >= 0"):
+        OhemCrossEntropy(min_kept=-1)
+
+
+def test_criterion_scores_video_as_frames(make_tensor):
+    """Video outputs (N, K, T, H, W) with target (N, T, H, W) equal the loss of the N * T frames."""
+    n, k, t, size = 2, 3, 3, (6, 8)
+    outputs = {
+        "out": make_tensor((n, k, t, *size), requires_grad=True),
+        "aux": make_tensor((n, k, t, *size)),
+        "feat": make_tensor((n, 5, t, 3, 4)),
+    }
+    target = torch.randint(0, k, (n, t, *size), generator=torch.Generator().manual_seed(3))
+    target[0, 1, :2] = IGNORE
+    criterion = CCNetCriterion(aux_weight=0.4, ccl_weight=0.5)
+    loss, terms = criterion(outputs, target)
+    frames = {key: v.transpose(1, 2).flatten(0, 1) for key, v in outputs.items()}
+    flat = target.flatten(0, 1)
+    main = F.cross_entropy(frames["out"], flat, ignore_index=IGNORE)
+    aux = F.cross_entropy(frames["aux"], flat, ignore_index=IGNORE)
+    ccl = CategoryConsistentLoss()(frames["feat"], flat)
+    torch.testing.assert_close(loss, main + 0.4 * aux + 0.5 * ccl)
+    torch.testing.assert_close(terms["main"], main.detach())
+    loss.backward()
+    assert outputs["out"].grad.shape == outputs["out"].shape
+    with pytest.raises(ValueError, match=r"need target \(N, T, H, W\)"):
+        criterion(outputs, flat)
+
+
+def test_criterion_takes_a_configured_ccl(make_tensor):
+    outputs = _outputs(make_tensor)
+    target = torch.randint(0, 3, (2, 8, 8), generator=torch.Generator().manual_seed(4))
+    custom = CategoryConsistentLoss(delta_v=0.1, delta_d=0.2, gamma=0.5, variance="hinge")
+    loss, terms = CCNetCriterion(aux_weight=0.0, ccl_weight=2.0, ccl=custom)(outputs, target)
+    torch.testing.assert_close(terms["ccl"], custom(outputs["feat"], target).detach())
+    assert terms["ccl"] != CategoryConsistentLoss()(outputs["feat"], target)
+    params = CCLParams(delta_v=0.1, delta_d=0.2)
+    assert CCNetCriterion(ccl=params).ccl.params == params
+    with pytest.raises(TypeError, match="ccl must be None, a CCLParams or a CategoryConsistentLoss"):
+        CCNetCriterion(ccl={"delta_v": 0.1})
 
 
 def test_criterion_all_ignored_batch_is_finite(make_tensor):

@@ -155,7 +155,9 @@ class _Trainer:
             self.model = DistributedDataParallel(
                 self.module,
                 device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=cfg.aux_weight == 0,  # the aux head then gets no gradient
+                # parameters that get no gradient: the aux head when aux_weight == 0, the shared
+                # criss-cross attention when R == 0 (the no-attention ablation of table 2)
+                find_unused_parameters=cfg.aux_weight == 0 or cfg.recurrence == 0,
             )
 
         self.metrics = runlog.MetricsLog(self.run_dir / "metrics.jsonl", enabled=info.is_main)
