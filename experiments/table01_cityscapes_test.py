@@ -11,45 +11,14 @@ benchmark server), so our number is compared with a test-set number only as a re
 
 from __future__ import annotations
 
-from cca.engine.config import ExperimentConfig
+from dataclasses import replace
+
+from cca.engine.config import PRESETS
 from experiments.common import Row, Table, smoke_of, train_runner
 
-# The paper's setting (TPAMI 2020, DESIGN.md): read top to bottom.
-FULL = ExperimentConfig(
-    name="table01",
-    # model: ResNet-101 (output stride 8) + RCCA with R=2 + auxiliary FCN head on res4
-    model="ccnet",
-    backbone="resnet101",
-    recurrence=2,
-    pretrained=None,  # ImageNet weights: pass --pretrained PATH
-    # data: Cityscapes fine, 769x769 crops, random scale and flip
-    dataset="cityscapes",
-    data_root="data/cityscapes",
-    train_split="train",
-    val_split="val",  # test labels are not public
-    crop_size=(769, 769),
-    scale_range=(0.5, 2.0),  # not stated in the sources we found; the engine's default
-    flip=True,
-    # optimisation: SGD, lr 0.01, momentum 0.9, weight decay 1e-4, poly 0.9, global batch 8, 60k steps
-    batch_size=8,
-    iterations=60000,
-    lr=0.01,
-    momentum=0.9,
-    weight_decay=1e-4,
-    poly_power=0.9,
-    # loss: cross entropy + 0.4 x auxiliary; the TPAMI model adds the category consistent loss
-    aux_weight=0.4,
-    ohem=False,
-    ccl_weight=1.0,  # weight of the CCL term (its inner weights in experiments/paper/ccl.csv)
-    # evaluation: single-scale sliding 769x769 window
-    eval_every=10000,
-    eval_mode="slide",
-    eval_crop=(769, 769),
-    eval_scales=(1.0,),
-    eval_flip=False,
-    device="auto",
-    checkpoint_every=1000,
-)
+# The paper's Cityscapes setting, read top to bottom in cca/engine/config.py (preset cityscapes_r101_769);
+# the TPAMI model adds the category consistent loss (its inner weights: experiments/paper/ccl.csv).
+FULL = replace(PRESETS["cityscapes_r101_769"], name="table01", ccl_weight=1.0)
 
 SMOKE = smoke_of(FULL)
 

@@ -10,42 +10,14 @@ recommended setting, whose val mIoU the official README reports).
 
 from __future__ import annotations
 
-from cca.engine.config import ExperimentConfig
+from dataclasses import replace
+
+from cca.engine.config import PRESETS
 from experiments.common import Row, Table, smoke_of, train_runner
 
-# The paper's Cityscapes setting (TPAMI 2020, DESIGN.md): read top to bottom; rows change `recurrence`.
-FULL = ExperimentConfig(
-    name="table02",
-    model="ccnet",
-    backbone="resnet101",  # output stride 8, ImageNet-pretrained (--pretrained PATH)
-    recurrence=2,
-    pretrained=None,
-    dataset="cityscapes",
-    data_root="data/cityscapes",
-    train_split="train",
-    val_split="val",
-    crop_size=(769, 769),
-    scale_range=(0.5, 2.0),  # not stated in the sources we found; the engine's default
-    flip=True,
-    batch_size=8,
-    iterations=60000,
-    lr=0.01,
-    momentum=0.9,
-    weight_decay=1e-4,
-    poly_power=0.9,
-    aux_weight=0.4,
-    ohem=False,
-    ohem_thresh=0.7,  # the released code's OHEM flags: --ohem-thres 0.7 --ohem-keep 100000
-    ohem_min_kept=100000,
-    ccl_weight=0.0,  # the loop ablation is on RCCA alone
-    eval_every=10000,
-    eval_mode="slide",  # single-scale sliding window, as the released code's val numbers
-    eval_crop=(769, 769),
-    eval_scales=(1.0,),
-    eval_flip=False,
-    device="auto",
-    checkpoint_every=1000,
-)
+# The paper's Cityscapes setting, read top to bottom in cca/engine/config.py (preset cityscapes_r101_769);
+# the loop ablation is on RCCA alone (no CCL); rows change `recurrence`.
+FULL = replace(PRESETS["cityscapes_r101_769"], name="table02")
 
 SMOKE = smoke_of(FULL)
 

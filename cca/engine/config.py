@@ -343,20 +343,33 @@ _SMOKE = ExperimentConfig(
 # experiments/paper/official_code.csv.
 _CITYSCAPES_R101_769 = ExperimentConfig(
     name="cityscapes_r101_769",
+    # model: ResNet-101 (output stride 8) + RCCA with R=2 + auxiliary FCN head on res4
     model="ccnet",
     backbone="resnet101",
     recurrence=2,
-    pretrained=None,
+    pretrained=None,  # ImageNet weights: --set pretrained=PATH
+    # data: Cityscapes fine, 769x769 crops, random scale and flip
     dataset="cityscapes",
     data_root="data/cityscapes",
+    train_split="train",
+    val_split="val",  # test labels are not public
     crop_size=(769, 769),
+    scale_range=(0.5, 2.0),  # not stated in the sources we found; the engine's default
+    flip=True,
+    # optimisation: SGD, lr 0.01, momentum 0.9, weight decay 1e-4, poly 0.9, global batch 8, 60k steps
     batch_size=8,
     iterations=60000,
     lr=0.01,
     momentum=0.9,
     weight_decay=1e-4,
     poly_power=0.9,
+    # loss: cross entropy + 0.4 x auxiliary; OHEM and the category consistent loss off
     aux_weight=0.4,
+    ohem=False,
+    ohem_thresh=0.7,  # the released code's OHEM flags: --ohem-thres 0.7 --ohem-keep 100000
+    ohem_min_kept=100000,
+    ccl_weight=0.0,
+    # evaluation: single-scale sliding 769x769 window, as the released code's val numbers
     eval_every=10000,
     eval_mode="slide",
     eval_crop=(769, 769),
