@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from cca.engine import builders, checkpoint, distributed, runlog
 from cca.engine.config import ExperimentConfig, apply_overrides, config_from_dict
 from cca.engine.sampling import ShardSampler
+from cca.reports.provenance import provenance
 
 log = logging.getLogger("cca.engine")
 
@@ -163,7 +164,7 @@ def evaluate(
             "checkpoint": str(checkpoint_path),
             "iteration": state.get("iteration"),
             "world_size": info.world_size,
-            "provenance": runlog.provenance(info.device),
+            "provenance": provenance(info.device),
         }
         if info.is_main:
             path = runlog.write_json(out_dir / "metrics.json", payload)

@@ -1,4 +1,4 @@
-"""Run records: the JSON-lines metrics log, provenance (command, time, hardware, commit), JSON output.
+"""Run records: the JSON-lines metrics log and atomic JSON output (provenance: :mod:`cca.reports.provenance`).
 
 ``metrics.jsonl`` holds one JSON object per line: ``{"type": "train", "iter", "loss", <loss terms>,
 "lr", "time_s", "step_time_s"}`` and ``{"type": "eval", "iter", "miou", "pixel_acc", "mean_acc", ...}``.
@@ -9,15 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
-
-import torch
 
 
 class MetricsLog:
@@ -77,39 +70,6 @@ def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(finite_or_none(data), indent=2) + "\n")
     tmp.replace(path)
     return path
-
-
-def git_commit() -> str | None:
-    """The commit of the ``cca`` source tree (``None`` outside a git checkout)."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(
-            ["git", "--no-optional-locks", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def hardware(device: torch.device | None = None) -> str:
-    """``"NVIDIA H100 80GB HBM3 x4"`` or ``"cpu: x86_64, 2 cores"``-style description."""
-    if device is not None and device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        return f"{name} x{world}" if world > 1 else name
-    return f"cpu: {platform.machine()}, {os.cpu_count()} cores"
-
-
-def provenance(device: torch.device | None = None) -> dict[str, Any]:
-    """What made a file: command line, UTC time, hardware, commit, library versions."""
-    return {
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "hardware": hardware(device),
-        "commit": git_commit(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def finite_or_none(value: Any) -> Any:

@@ -37,6 +37,7 @@ from cca.engine.config import ExperimentConfig, config_from_dict, diff, save_con
 from cca.engine.evaluate import evaluate_model, metrics_payload
 from cca.engine.sampling import InfiniteLoader, ResumableDistributedSampler, SeededSamples, sample_seed
 from cca.engine.schedule import poly_scheduler
+from cca.reports.provenance import provenance
 
 log = logging.getLogger("cca.engine")
 
@@ -165,7 +166,7 @@ class _Trainer:
             dropped = self.metrics.truncate_after(self.iteration)
             if dropped:
                 log.info("moved %d metrics rows past iteration %d to metrics.discarded.jsonl", dropped, self.iteration)
-            save_config(cfg, self.run_dir / "config.json", provenance=runlog.provenance(device), world_size=info.world_size)
+            save_config(cfg, self.run_dir / "config.json", provenance=provenance(device), world_size=info.world_size)
 
     # ------------------------------------------------------------------------------------------
     def run(self, on_step: StepHook | None) -> dict[str, Any]:
@@ -207,7 +208,7 @@ class _Trainer:
             runlog.write_json(
                 self.run_dir / "metrics.json",
                 {**metrics_payload(final, self.val_set, cfg), "checkpoint": str(self.last_path),
-                 "iteration": self.iteration, "provenance": runlog.provenance(info.device)},
+                 "iteration": self.iteration, "provenance": provenance(info.device)},
             )
         return {
             "run_dir": str(self.run_dir),
@@ -306,7 +307,7 @@ class _Trainer:
             "world_size": self.info.world_size,
             "best_miou": self.best_miou,
             "elapsed_s": self.elapsed_s,
-            "provenance": runlog.provenance(self.info.device),
+            "provenance": provenance(self.info.device),
         }
 
     def _save_last(self) -> None:

@@ -9,8 +9,6 @@ both the non-local block and RCCA are measured alone on this same 1 x 512 x 97 x
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Sequence
 
 import torch
@@ -19,6 +17,7 @@ from torch import nn
 from cca.profiling.flops import count_flops, count_parameters
 from cca.profiling.latency import latency
 from cca.profiling.memory import peak_memory
+from cca.reports.provenance import hardware
 
 __all__ = [
     "ATTENTION_BLOCKS",
@@ -26,7 +25,6 @@ __all__ = [
     "REQUIRED_BLOCKS",
     "block_names",
     "build_block",
-    "hardware",
     "profile_block",
 ]
 
@@ -53,20 +51,6 @@ def build_block(name: str, in_channels: int, recurrence: int = 2) -> nn.Module:
 
     kwargs = {"recurrence": recurrence} if name == "rcca" else {}
     return build_context_block(name, in_channels, **kwargs)
-
-
-def hardware(device: str | torch.device) -> str:
-    """One line naming the machine the numbers come from."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"CPU {model}, {os.cpu_count()} logical cores"
 
 
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:

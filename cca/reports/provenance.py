@@ -17,12 +17,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def hardware(device: str | torch.device = "cpu") -> str:
-    """``"NVIDIA H100 80GB HBM3"`` for a CUDA device, else the CPU model and core count."""
+    """``"NVIDIA H100 80GB HBM3 x4 (CUDA 13.0)"`` for a CUDA device, else the CPU model and core count."""
     device = torch.device(device)
     if device.type == "cuda":
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         name = torch.cuda.get_device_name(device)
-        return f"{name} x{world}" if world > 1 else name
+        return f"{name}{f' x{world}' if world > 1 else ''} (CUDA {torch.version.cuda})"
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
