@@ -48,8 +48,8 @@ def git_commit() -> str | None:
 
 
 def git_dirty() -> bool | None:
-    """Whether tracked files differ from HEAD (read-only check; ``None`` outside a checkout)."""
-    out = _git("status", "--porcelain", "--untracked-files=no")
+    """Whether tracked files other than the generated ``reports/`` differ from HEAD (``None`` outside a checkout)."""
+    out = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports")
     return None if out is None else bool(out)
 
 
