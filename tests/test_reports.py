@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import cca
-from cca.reports import attention, index, plots, tables
+from cca.reports import attention, index, plots, provenance, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_DIR = ROOT / "experiments" / "paper"
@@ -273,3 +273,13 @@ def test_plot_attention_and_bad_arguments(tmp_path):
         attention.attention_maps(torch.nn.Conv2d(3, 3, 1), image, [(0, 0)])
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         attention.attention_maps(model, torch.randn(2, 3, 16, 16), [(0, 0)])
+
+
+def test_command_line_names_scripts_and_modules_as_typed():
+    root = provenance.REPO_ROOT
+    assert provenance.command_line([str(root / "experiments" / "run.py"), "2", "--rows", "r1"]) == (
+        "python experiments/run.py 2 --rows r1"
+    )
+    assert provenance.command_line([str(root / "cca" / "reports" / "index.py")]) == "python -m cca.reports.index"
+    assert provenance.command_line([str(root / "cca" / "__main__.py"), "train"]) == "python -m cca train"
+    assert provenance.command_line(["/elsewhere/tool.py", "a b"]) == "python /elsewhere/tool.py 'a b'"

@@ -58,11 +58,12 @@ def command_line(argv: list[str] | None = None) -> str:
     argv = list(sys.argv if argv is None else argv)
     if argv and argv[0].endswith(".py"):
         try:
-            argv[0] = str(Path(argv[0]).resolve().relative_to(REPO_ROOT))
+            argv[0] = Path(argv[0]).resolve().relative_to(REPO_ROOT).as_posix()
         except ValueError:
             pass
-    elif argv and argv[0] == "-m":
-        argv = ["-m", *argv[1:]]
+        if argv[0].startswith("cca/"):  # run with python -m
+            module = argv[0][: -len(".py")].removesuffix("/__main__").replace("/", ".")
+            argv = ["-m", module, *argv[1:]]
     return "python " + shlex.join(argv)
 
 
