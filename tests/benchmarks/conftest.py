@@ -1,7 +1,7 @@
 """Collect benchmark results per group and print ours-vs-reference ratios at the end of the run.
 
-A timed run (`--benchmark-only`) also writes `reports/operator.md` + `reports/operator.csv`: the
-ratios with the hardware, commit and command that produced them.
+A timed run (`--benchmark-only`) also writes `reports/operator.md` (+ `operator.csv`, `modules.csv`):
+the ratios with the hardware, commit and command that produced them.
 """
 
 from __future__ import annotations
@@ -54,11 +54,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             if key in ours and key in ref:
                 parts.append(f"{key} {_mib(ours[key])} vs {_mib(ref[key])} ({ours[key] / ref[key]:.2f}x)")
         terminalreporter.write_line(f"{group}: " + ("; ".join(parts) or "no timings (--benchmark-disable)"))
+    module_rows = _module_rows(results)
+    if module_rows:
+        terminalreporter.section("context modules: non-local time / module time")
+        for row in module_rows:
+            terminalreporter.write_line(
+                f"{row['benchmark']}: {row['module']} median {row['median_ms']:.1f} ms, "
+                f"non-local / {row['module']} = {row['nonlocal_over_module']:.2f}x"
+            )
 
 
-def _write_report(results: dict, config) -> None:
-    from cca.reports.provenance import provenance, stamp
+MODULES = ("rcca_r1", "rcca_r2", "nonlocal")  # impl names recorded by test_bench_modules.py
 
+
+def _operator_rows(results: dict) -> list[dict]:
+    """One row per operator group: ours vs reference medians, speed-up, peak and saved memory."""
     rows = []
     for group, impls in sorted(results.items()):
         ref, ours = impls.get("reference"), impls.get("extension")
@@ -76,29 +86,86 @@ def _write_report(results: dict, config) -> None:
                 row[f"reference_{key[:-6]}_mib"] = round(ref[key] / 2**20, 1)
                 row[f"{key[:-6]}_ratio"] = round(ours[key] / ref[key], 3)
         rows.append(row)
-    if not rows:
-        return
-    device = "cuda" if any(" cuda " in f" {r['benchmark']} " for r in rows) and torch.cuda.is_available() else "cpu"
-    prov = provenance(device, command="pytest tests/benchmarks --benchmark-only")
-    prov["hardware"] += f", torch threads {torch.get_num_threads()}"
-    REPORTS.mkdir(exist_ok=True)
+    return rows
+
+
+def _module_rows(results: dict) -> list[dict]:
+    """One row per (module group, module): median time and the non-local block's time over it (same run)."""
+    rows = []
+    for group, impls in sorted(results.items()):
+        nonlocal_ = impls.get("nonlocal")
+        if not (nonlocal_ and nonlocal_["median_s"]):
+            continue
+        for name in MODULES:
+            if name in impls and impls[name]["median_s"]:
+                median = impls[name]["median_s"]
+                rows.append(
+                    {
+                        "benchmark": group,
+                        "module": name,
+                        "median_ms": round(median * 1e3, 2),
+                        "nonlocal_over_module": round(nonlocal_["median_s"] / median, 3),
+                    }
+                )
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(REPORTS / "operator.csv", "w", newline="") as handle:
+    with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _markdown_table(rows: list[dict]) -> list[str]:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return [
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+        *("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows),
+    ]
+
+
+def _write_report(results: dict, config) -> None:
+    from cca.reports.provenance import provenance, stamp
+
+    rows, module_rows = _operator_rows(results), _module_rows(results)
+    if not rows and not module_rows:
+        return
+    groups = [r["benchmark"] for r in rows + module_rows]
+    device = "cuda" if any(" cuda " in f" {g} " for g in groups) and torch.cuda.is_available() else "cpu"
+    prov = provenance(device, command="pytest tests/benchmarks --benchmark-only")
+    prov["hardware"] += f", torch threads {torch.get_num_threads()}"
+    REPORTS.mkdir(exist_ok=True)
     lines = [
         "# Criss-cross attention operator: ours (compiled kernels) vs the einsum reference",
         "",
         stamp(prov, regenerate="pytest tests/benchmarks --benchmark-only"),
-        "Median time of each benchmark (pytest-benchmark, after warm-up), ours and the pure-PyTorch",
-        "reference measured in the same run; peak = peak bytes of live tensors during the call,",
-        "saved = bytes saved for backward. CUDA rows appear only when the run had a GPU.",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "| " + " | ".join("---" for _ in columns) + " |",
+        "Median time of each benchmark (pytest-benchmark, after warm-up), every comparison measured in",
+        "the same run. CUDA rows appear only when the run had a GPU.",
     ]
-    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    if rows:
+        _write_csv(REPORTS / "operator.csv", rows)
+        lines += [
+            "",
+            "## The operator: ours vs the pure-PyTorch reference (`operator.csv`)",
+            "",
+            "peak = peak bytes of live tensors during the call, saved = bytes saved for backward.",
+            "",
+            *_markdown_table(rows),
+        ]
+    if module_rows:
+        _write_csv(REPORTS / "modules.csv", module_rows)
+        lines += [
+            "",
+            "## Context modules: RCCA (R=1, R=2) vs the non-local block (`modules.csv`)",
+            "",
+            "Each module alone on the paper's 1x512x97x97 input, float32; `nonlocal_over_module` is the",
+            "non-local block's median time divided by the module's (tests/benchmarks/test_bench_modules.py).",
+            "",
+            *_markdown_table(module_rows),
+        ]
     (REPORTS / "operator.md").write_text("\n".join(lines) + "\n")
 
 

@@ -66,7 +66,7 @@ def _check_output(module: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(MODULES))
-def test_forward(benchmark, name: str, device: str) -> None:
+def test_forward(benchmark, name: str, device: str, record_result) -> None:
     shape, module, x = _setup(benchmark, name, device)
     benchmark.group = f"module forward {'x'.join(map(str, shape))} {device}"
     benchmark.extra_info.update({"module": name, "input": list(shape), "device": device})
@@ -78,12 +78,13 @@ def test_forward(benchmark, name: str, device: str) -> None:
         return out
 
     out = benchmark.pedantic(run, rounds=5, warmup_rounds=1, iterations=1)
+    record_result(benchmark.group, name, benchmark)
     _check_output(module, x, out)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(MODULES))
-def test_forward_backward(benchmark, name: str, device: str) -> None:
+def test_forward_backward(benchmark, name: str, device: str, record_result) -> None:
     shape, module, x = _setup(benchmark, name, device)
     module.train()
     benchmark.group = f"module forward+backward {'x'.join(map(str, shape))} {device}"
@@ -99,6 +100,7 @@ def test_forward_backward(benchmark, name: str, device: str) -> None:
         return out
 
     out = benchmark.pedantic(run, rounds=3, warmup_rounds=1, iterations=1)
+    record_result(benchmark.group, name, benchmark)
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     for pname, p in module.named_parameters():
