@@ -520,15 +520,19 @@ def write_table_report(table: Table, results: Mapping[str, Mapping[str, Any]], o
             "with once the table runs at full scale (`--scale full` on the real dataset)."
         )
     curves = []
+    metric = table.metrics[0]  # the table's main metric, plotted against iteration beside the loss
+    metric_label = {"miou": "mIoU", "box_ap": "box AP", "mask_ap": "mask AP"}.get(metric, metric)
     for row in table.rows:
         log = run_dir(table, row, options) / "metrics.jsonl"
         if log.is_file():
             out = reports / "curves" / f"table{table.number}_{row.key}.png"
             try:
-                plots.plot_training_curves(log, out, title=f"Table {table.number}: {row.label}")
+                plots.plot_training_curves(
+                    log, out, title=f"Table {table.number}: {row.label}", metric=metric, metric_label=metric_label
+                )
                 curves.append(f"[{row.key}](curves/{out.name})")
-            except ValueError:
-                pass
+            except ValueError as error:  # e.g. a run killed before its first logged step
+                curves.append(f"{row.key} (no curve: {error})")
     settings_lines = []
     for row in table.rows:
         record = results.get(row.key, {})
@@ -542,7 +546,7 @@ def write_table_report(table: Table, results: Mapping[str, Mapping[str, Any]], o
         ("Settings", _settings_text(table) + "\n\nRows (changes from the base settings of their scale):\n\n" + "\n".join(settings_lines)),
     ]
     if curves:
-        sections.append(("Training curves", "Loss and val mIoU vs iteration: " + ", ".join(curves) + "."))
+        sections.append(("Training curves", f"Loss and val {metric_label} vs iteration: " + ", ".join(curves) + "."))
     notes = [
         "Paper values come from `experiments/paper/" + table.paper_csv.name + "` with their confidence: "
         "verbatim (read in the paper), secondary (quoted by the authors elsewhere), uncertain (recalled, not re-read). "

@@ -155,7 +155,9 @@ def train(settings: DetectionSettings, directory: Path) -> dict[str, float]:
             bar.update(1)
     metrics = evaluate(model, val_set, device)
     with log.open("a") as f:
-        f.write(json.dumps({"type": "eval", "iter": settings.iterations, **metrics}) + "\n")
+        # metrics.jsonl holds fractions, as the segmentation engine's rows (metrics.json: percent)
+        fractions = {k: v / 100.0 if "_ap" in k else v for k, v in metrics.items()}
+        f.write(json.dumps({"type": "eval", "iter": settings.iterations, **fractions}) + "\n")
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 

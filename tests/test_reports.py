@@ -283,3 +283,25 @@ def test_command_line_names_scripts_and_modules_as_typed():
     assert provenance.command_line([str(root / "cca" / "reports" / "index.py")]) == "python -m cca.reports.index"
     assert provenance.command_line([str(root / "cca" / "__main__.py"), "train"]) == "python -m cca train"
     assert provenance.command_line(["/elsewhere/tool.py", "a b"]) == "python /elsewhere/tool.py 'a b'"
+
+
+def test_training_curves_plot_the_requested_metric(tmp_path, monkeypatch):
+    log = tmp_path / "metrics.jsonl"
+    rows = [{"type": "train", "iter": i, "loss": 1.0 / i} for i in range(1, 4)]
+    rows.append({"type": "eval", "iter": 3, "box_ap": 0.012})
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    import matplotlib.figure
+
+    captured = {}
+    savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        axis = fig.axes[1]
+        captured["label"] = axis.get_ylabel()
+        captured["y"] = [list(line.get_ydata()) for line in axis.get_lines()]
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    plots.plot_training_curves(log, tmp_path / "ap.png", metric="box_ap", metric_label="box AP")
+    assert captured["label"] == "val box AP (%)"
+    assert captured["y"] == [[pytest.approx(1.2)]]  # a fraction in the log, percent on the axis

@@ -51,12 +51,15 @@ def _series(rows: Sequence[Mapping[str, Any]], kind: str, key: str) -> tuple[lis
     return xs, ys
 
 
-def plot_training_curves(metrics_path: str | Path, out_path: str | Path, title: str = "") -> Path:
-    """Loss (and its terms) vs iteration, and val mIoU vs iteration, side by side, as a PNG."""
+def plot_training_curves(
+    metrics_path: str | Path, out_path: str | Path, title: str = "", metric: str = "miou", metric_label: str = "mIoU"
+) -> Path:
+    """Loss (and its terms) vs iteration, and the val ``metric`` (a fraction in the log) in percent vs
+    iteration, side by side, as a PNG."""
     rows = read_metrics(metrics_path)
     if not any(r.get("type") == "train" for r in rows):
         raise ValueError(f"{metrics_path} has no training rows (type='train')")
-    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(8, 3), dpi=DPI)
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(8, 3), dpi=DPI)
     x, y = _series(rows, "train", "loss")
     ax_loss.plot(x, y, label="loss", color="black")
     terms = sorted({k for r in rows if r.get("type") == "train" for k in r} - {"type", "iter", "loss", "lr", "time_s", "step_time_s"})
@@ -67,14 +70,13 @@ def plot_training_curves(metrics_path: str | Path, out_path: str | Path, title: 
     ax_loss.set_xlabel("iteration")
     ax_loss.set_ylabel("loss")
     ax_loss.legend(fontsize=7)
-    ex, ey = _series(rows, "eval", "miou")
+    ex, ey = _series(rows, "eval", metric)
     if ey:
-        scale = 100.0 if max(ey) <= 1.0 else 1.0
-        ax_miou.plot(ex, [v * scale for v in ey], marker="o", color="tab:blue")
+        ax_metric.plot(ex, [100.0 * v for v in ey], marker="o", color="tab:blue")
     else:
-        ax_miou.text(0.5, 0.5, "no evaluation rows", ha="center", va="center", transform=ax_miou.transAxes)
-    ax_miou.set_xlabel("iteration")
-    ax_miou.set_ylabel("val mIoU (%)")
+        ax_metric.text(0.5, 0.5, f"no evaluation rows with {metric!r}", ha="center", va="center", transform=ax_metric.transAxes)
+    ax_metric.set_xlabel("iteration")
+    ax_metric.set_ylabel(f"val {metric_label} (%)")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
