@@ -1,5 +1,7 @@
 """Reports generated from results files and the paper's values (``experiments/paper/*.csv``).
 
+* :mod:`cca.reports.render`: the one report renderer (:class:`~cca.reports.render.Report`, ``write_report``,
+  ``save_figure``); every generated Markdown report goes through it.
 * :mod:`cca.reports.tables`: paper vs ours tables (pandas -> Markdown and CSV).
 * :mod:`cca.reports.plots`: training curves from a run's ``metrics.jsonl``; bar charts with spread.
 * :mod:`cca.reports.attention`: per-pixel criss-cross attention maps (R=1 and the composed R=2 map) of
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("attention", "index", "plots", "provenance", "tables")
+_SUBMODULES = ("attention", "index", "plots", "provenance", "render", "tables")
 
 __all__ = list(_SUBMODULES)
 

@@ -1,0 +1,49 @@
+"""Atomic file output: a kill or a full disk never leaves a half-written file in place.
+
+Every generated file of the package (results, configs, reports, CSV) goes through here: the text is
+written to ``<name>.tmp`` in the same directory, flushed to disk and ``os.replace``-d over the target.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically; a full disk raises ``OSError`` naming the device and file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on the device holding {path.parent} while writing {path}") from err
+        raise
+    return path
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with NaN/inf floats (nested in dicts and lists too) replaced by ``None`` (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """``data`` as indented JSON, atomically; NaN/inf become ``null``; other objects their ``str``."""
+    return atomic_write_text(path, json.dumps(finite_or_none(data), indent=2, default=str) + "\n")
