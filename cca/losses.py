@@ -1,8 +1,11 @@
 """Losses: cross entropy with an ignore index, OHEM cross entropy, the category consistent loss
 (CCNet, TPAMI 2020) and :class:`CCNetCriterion`, which combines them term by term.
 
-Every loss computes in float32 at least (float16/bfloat16 inputs, e.g. under autocast, are cast up) and never returns NaN for a batch whose
-labels are all ``ignore_index``: the loss is then 0 (with a graph, so ``backward`` still works).
+Every loss computes in float32 at least (float16/bfloat16 inputs, e.g. under autocast, are cast up)
+and never returns NaN for a batch whose labels are all ``ignore_index``: the loss is then 0 (with a
+graph, so ``backward`` still works). NaN or infinite inputs at labelled pixels give a NaN or
+infinite loss (OHEM included), so a training run's non-finite guard sees them. Weights and margins
+are checked at construction (finite, in range; :mod:`cca._checks`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from cca._checks import check_tensor, finite_number, non_negative_int
+from cca.data.common import IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX",
@@ -27,21 +33,14 @@ __all__ = [
     "variance_distance",
 ]
 
-IGNORE_INDEX = 255
-
-
 def _upcast(x: Tensor) -> Tensor:
     """float16/bfloat16 -> float32; float32/float64 unchanged."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _check_logits_target(logits: Tensor, target: Tensor, name: str = "logits") -> None:
-    if not isinstance(logits, Tensor) or logits.dim() != 4 or not logits.is_floating_point():
-        got = f"{tuple(logits.shape)} {logits.dtype}" if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"{name} must be a floating tensor (N, K, H, W), got {got}")
-    if not isinstance(target, Tensor) or target.dim() != 3 or target.dtype != torch.long:
-        got = f"{tuple(target.shape)} {target.dtype}" if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"target must be a long tensor (N, H, W), got {got}")
+    check_tensor(name, logits, "(N, K, H, W)", floating=True)
+    check_tensor("target", target, "(N, H, W)", dtype=torch.long)
     if logits.shape[0] != target.shape[0] or logits.shape[2:] != target.shape[1:]:
         raise ValueError(
             f"{name} (N, K, H, W) and target (N, H, W) must agree in N, H, W, got "
@@ -76,12 +75,16 @@ def ohem_mask(
     are no more than ``min_kept``). This is the released CCNet rule, computed exactly at full
     resolution on the logits' device with torch ops (the released code estimates the threshold
     on a 1/8-downsampled copy in NumPy).
+
+    A valid pixel whose ``p`` is NaN (NaN or infinite logits) counts as the hardest (``p = -1``), so it
+    is always kept and the loss over the mask is NaN, as plain cross entropy: a diverged model is
+    never hidden behind a loss of 0.
     """
     _check_logits_target(logits, target)
     with torch.no_grad():
         valid = target != ignore_index
         prob = torch.softmax(_upcast(logits), dim=1)
-        true_prob = prob.gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)
+        true_prob = prob.gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1).nan_to_num(nan=-1.0)
         threshold = torch.tensor(float(thresh), device=logits.device)
         k = min(int(min_kept), target.numel())
         if k > 0:
@@ -97,11 +100,9 @@ class OhemCrossEntropy(nn.Module):
 
     def __init__(self, thresh: float = 0.7, min_kept: int = 100000, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
-        if isinstance(thresh, bool) or not isinstance(thresh, (int, float)) or not 0.0 <= float(thresh) <= 1.0:
-            raise ValueError(f"thresh must be in [0, 1], got thresh={thresh!r}")
-        if isinstance(min_kept, bool) or not isinstance(min_kept, int) or min_kept < 0:
-            raise ValueError(f"min_kept must be an int >= 0, got min_kept={min_kept!r}")
-        self.ignore_index, self.thresh, self.min_kept = ignore_index, float(thresh), min_kept
+        self.thresh = finite_number("thresh", thresh, 0.0, 1.0)
+        self.min_kept = non_negative_int("min_kept", min_kept)
+        self.ignore_index = ignore_index
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         keep = ohem_mask(logits, target, self.thresh, self.min_kept, self.ignore_index)
@@ -130,9 +131,7 @@ class CCLParams:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{field.name} must be a number >= 0, got {field.name}={value!r}")
+            finite_number(field.name, getattr(self, field.name), minimum=0.0)
         if self.delta_d < self.delta_v:
             raise ValueError(f"delta_d must be >= delta_v, got delta_v={self.delta_v}, delta_d={self.delta_d}")
 
@@ -196,12 +195,8 @@ def category_consistent_loss(
     params = CCLParams() if params is None else params
     if variance not in VARIANCE_FORMS:
         raise ValueError(f"variance must be one of {VARIANCE_FORMS}, got variance={variance!r}")
-    if not isinstance(feat, Tensor) or feat.dim() != 4 or not feat.is_floating_point():
-        got = f"{tuple(feat.shape)} {feat.dtype}" if isinstance(feat, Tensor) else type(feat).__name__
-        raise ValueError(f"feat must be a floating tensor (N, C, h, w), got {got}")
-    if not isinstance(target, Tensor) or target.dim() != 3 or target.dtype != torch.long:
-        got = f"{tuple(target.shape)} {target.dtype}" if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"target must be a long tensor (N, H, W), got {got}")
+    check_tensor("feat", feat, "(N, C, h, w)", floating=True)
+    check_tensor("target", target, "(N, H, W)", dtype=torch.long)
     if feat.shape[0] != target.shape[0]:
         raise ValueError(f"feat and target must have the same batch size, got {feat.shape[0]} and {target.shape[0]}")
     n, c, h, w = feat.shape
@@ -330,10 +325,9 @@ class CCNetCriterion(nn.Module):
         main_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        for name, value in (("main_weight", main_weight), ("aux_weight", aux_weight), ("ccl_weight", ccl_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {name}={value!r}")
-        self.main_weight, self.aux_weight, self.ccl_weight = float(main_weight), float(aux_weight), float(ccl_weight)
+        self.main_weight = finite_number("main_weight", main_weight, minimum=0.0)
+        self.aux_weight = finite_number("aux_weight", aux_weight, minimum=0.0)
+        self.ccl_weight = finite_number("ccl_weight", ccl_weight, minimum=0.0)
         self.ignore_index = ignore_index
         self.ohem = OhemCrossEntropy(ohem_thresh, ohem_min_kept, ignore_index) if ohem else None
         if ccl is None or isinstance(ccl, CCLParams):
@@ -360,7 +354,7 @@ class CCNetCriterion(nn.Module):
             target = target.flatten(0, 1)
         logits = _resized(outputs["out"], target)
         main = self.ohem(logits, target) if self.ohem is not None else cross_entropy(logits, target, self.ignore_index)
-        zero = main.detach() * 0.0
+        zero = main.new_zeros(()).detach()  # an unused term is 0, even when main is NaN
         aux = zero
         if self.aux_weight > 0 and "aux" in outputs:
             aux = cross_entropy(_resized(outputs["aux"], target), target, self.ignore_index)

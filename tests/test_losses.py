@@ -47,8 +47,12 @@ def test_cross_entropy_all_ignored_is_zero_not_nan(make_tensor):
 
 def test_cross_entropy_rejects_bad_targets(make_tensor):
     logits = make_tensor((1, 3, 4, 4))
-    with pytest.raises(ValueError, match="target must be a long tensor"):
+    with pytest.raises(TypeError, match=r"target must be a torch.int64 tensor \(N, H, W\), got target.dtype=torch.float32"):
         cross_entropy(logits, torch.zeros(1, 4, 4))
+    with pytest.raises(TypeError, match="logits must be a Tensor"):
+        cross_entropy(logits.tolist(), torch.zeros(1, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"target must be of shape \(N, H, W\), got target.shape=\(4, 4\)"):
+        cross_entropy(logits, torch.zeros(4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="must agree in N, H, W"):
         cross_entropy(logits, torch.zeros(1, 4, 5, dtype=torch.long))
 
@@ -89,7 +93,7 @@ def test_ohem_keeps_everything_valid_when_min_kept_exceeds_it():
     assert torch.equal(keep[0, 0], torch.tensor([True, False, True, True]))
     all_ignored = torch.full_like(target, IGNORE)
     assert OhemCrossEntropy(min_kept=10)(logits, all_ignored).item() == 0.0
-    with pytest.raises(ValueError, match="thresh must be in"):
+    with pytest.raises(ValueError, match=r"thresh must be a finite number in \[0, 1\], got thresh=1.5"):
         OhemCrossEntropy(thresh=1.5)
 
 
@@ -272,7 +276,7 @@ def test_criterion_options(make_tensor):
         CCNetCriterion(ccl_weight=1.0)({"out": outputs["out"]}, target)
     with pytest.raises(ValueError, match="outputs must be a dict with 'out'"):
         CCNetCriterion()(outputs["out"], target)
-    with pytest.raises(ValueError, match="aux_weight must be a number >= 0"):
+    with pytest.raises(ValueError, match="aux_weight must be a finite number >= 0, got aux_weight=-1"):
         CCNetCriterion(aux_weight=-1)
 
 
