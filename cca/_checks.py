@@ -12,53 +12,67 @@ accepted as a number (``True`` is an ``int`` in Python, never a channel count or
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
-__all__ = ["NCHW", "check_nchw", "check_tensor", "finite_number", "non_negative_int", "positive_int"]
+__all__ = [
+    "NCHW",
+    "check_nchw",
+    "check_tensor",
+    "finite_number",
+    "int_in_range",
+    "non_negative_int",
+    "positive_int",
+]
 
 NCHW = "(N, C, H, W)"
 
 
-def _int(name: str, value: object) -> int:
+def int_in_range(name: str, value: object, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` if it is an ``int`` in ``[minimum, maximum]`` (either bound optional); else
+    ``TypeError`` (not an int) or ``ValueError`` (out of range)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {name}={value!r} ({type(value).__name__})")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an int{_bounds(minimum, maximum)}, got {name}={value!r}")
     return value
 
 
 def positive_int(name: str, value: object) -> int:
     """``value`` if it is an ``int >= 1``; else ``TypeError`` (not an int) or ``ValueError`` (< 1)."""
-    if _int(name, value) < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
-    return value  # type: ignore[return-value]
+    return int_in_range(name, value, minimum=1)
 
 
 def non_negative_int(name: str, value: object) -> int:
     """``value`` if it is an ``int >= 0``; else ``TypeError`` (not an int) or ``ValueError`` (< 0)."""
-    if _int(name, value) < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {name}={value!r}")
-    return value  # type: ignore[return-value]
+    return int_in_range(name, value, minimum=0)
+
+
+def _bounds(minimum: float | None, maximum: float | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum:g}, {maximum:g}]"
+    if minimum is not None:
+        return f" >= {minimum:g}"
+    return f" <= {maximum:g}" if maximum is not None else ""
 
 
 def finite_number(name: str, value: object, minimum: float | None = None, maximum: float | None = None) -> float:
     """``float(value)`` if it is a finite real number in ``[minimum, maximum]`` (either bound optional);
     else ``TypeError`` (not a number) or ``ValueError`` (NaN, infinite or out of range)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {name}={value!r} ({type(value).__name__})")
-    if minimum is not None and maximum is not None:
-        bounds = f" in [{minimum:g}, {maximum:g}]"
-    elif minimum is not None or maximum is not None:
-        bounds = f" >= {minimum:g}" if minimum is not None else f" <= {maximum:g}"
-    else:
-        bounds = ""
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        number = math.inf
     if (
         not math.isfinite(number)
         or (minimum is not None and number < minimum)
         or (maximum is not None and number > maximum)
     ):
-        raise ValueError(f"{name} must be a finite number{bounds}, got {name}={value!r}")
+        raise ValueError(f"{name} must be a finite number{_bounds(minimum, maximum)}, got {name}={value!r}")
     return number
 
 

@@ -17,13 +17,14 @@ from cca.models import (
     ASPPHead,
     AuxHead,
     CCNet,
-    CCNet3D,
+    CCNet3d,
     ContextHead,
     FCNHead,
     NonLocalHead,
     PSPHead,
     RCCABody,
     RCCAHead,
+    RCCAHead3d,
     build,
     build_backbone,
     build_mask_rcnn,
@@ -64,8 +65,14 @@ def test_unknown_names_list_the_known_ones():
         build("ccnet", 3, backbone="vgg16")
     with pytest.raises(ValueError, match="unknown Mask R-CNN backbone 'resnet18_tiny'"):
         build_mask_rcnn(3, backbone="resnet18_tiny")
-    with pytest.raises(ValueError, match="num_classes must be an int >= 1"):
+    with pytest.raises(ValueError, match="num_classes must be an int >= 1, got num_classes=0"):
         build("ccnet", 0, backbone=TINY)
+    with pytest.raises(TypeError, match=r"num_classes must be an int, got num_classes=3.0 \(float\)"):
+        build("fcn", 3.0, backbone=TINY)
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2, got num_classes=1"):
+        build_mask_rcnn(1)
+    with pytest.raises(ValueError, match=r"trainable_layers must be an int in \[0, 5\], got trainable_layers=6"):
+        build_mask_rcnn(3, trainable_layers=6)
     assert set(BACKBONES) >= {"resnet50", "resnet101", "resnet101_deepstem", TINY}
     assert set(MODELS) >= {"ccnet", "fcn", "nonlocal", "psp", "aspp", "ccnet3d"}
 
@@ -155,6 +162,21 @@ def test_baseline_heads_swap_only_the_context_block(cls, block):
         ContextHead(128, 5, "transformer")
 
 
+def test_heads_check_arguments_and_features_with_one_policy():
+    with pytest.raises(TypeError, match=r"in_channels must be an int, got in_channels=128.0 \(float\)"):
+        FCNHead(128.0, 5)
+    with pytest.raises(ValueError, match="mid_channels must be an int >= 1, got mid_channels=0"):
+        RCCAHead(128, 5, mid_channels=0)
+    with pytest.raises(ValueError, match="num_classes must be an int >= 1, got num_classes=0"):
+        AuxHead(64, 0)
+    with pytest.raises(TypeError, match=r"AuxHead expects x a Tensor \(N, C, h, w\), got list"):
+        AuxHead(64, 5)([0.0])
+    with pytest.raises(ValueError, match=r"RCCAHead3d expects x of shape \(N, C, h, w\) with C=128, got x.shape=\(1, 64, 4, 4\)"):
+        RCCAHead3d(128, 5)(_image((1, 64, 4, 4)), frames=1)
+    assert not hasattr(models, "AttentionHead"), "the former alias of ContextHead is gone: one name"
+    assert type(FCNHead(128, 5).context) is type(ContextHead(128, 5, "fcn").context) is torch.nn.Identity
+
+
 # ------------------------------------------------------------------------------ segmentors
 @pytest.mark.parametrize("name", [m for m in MODELS if m != "ccnet3d"])
 def test_every_segmentor_outputs_the_contract(name):
@@ -210,7 +232,7 @@ def test_ccnet_tiny_trains_on_cpu_in_seconds(capsys):
 def test_ccnet3d_shapes_and_temporal_context():
     torch.manual_seed(0)
     model = build("ccnet3d", 4, backbone=TINY, recurrence=1)
-    assert isinstance(model, CCNet3D)
+    assert isinstance(model, CCNet3d) and isinstance(model.head, RCCAHead3d)
     clips = _image((2, 3, 3, 24, 32))
     outputs = model.train()(clips)
     assert outputs["out"].shape == outputs["aux"].shape == (2, 4, 3, 24, 32)

@@ -11,6 +11,7 @@ from cca.nn import (
     ASPP,
     CONTEXT_BLOCKS,
     RCCA,
+    RCCA3d,
     CrissCrossAttention,
     CrissCrossAttention3d,
     DirectionalAttention,
@@ -123,22 +124,60 @@ def test_build_context_block_errors():
         build_context_block("rcca", 8, recurrences=2)
     assert isinstance(build_context_block("rcca", 8, recurrence=3), RCCA)
     assert build_context_block("rcca", 8, recurrence=3).recurrence == 3
-    assert isinstance(build_context_block("none", 8), torch.nn.Identity)
+    assert isinstance(build_context_block("fcn", 8), torch.nn.Identity)
+    with pytest.raises(ValueError, match="unknown context block 'none'.*'fcn'"):  # one name: the model's
+        build_context_block("none", 8)
 
 
 def test_bad_arguments_and_inputs_are_named(make_tensor):
-    with pytest.raises(ValueError, match="recurrence must be an integer >= 0, got recurrence=-1"):
+    with pytest.raises(ValueError, match="recurrence must be an int >= 0, got recurrence=-1"):
         RCCA(8, recurrence=-1)
-    with pytest.raises(ValueError, match="reduction must be >= 1"):
+    with pytest.raises(TypeError, match=r"recurrence must be an int, got recurrence=2.0 \(float\)"):
+        RCCA3d(8, recurrence=2.0)
+    with pytest.raises(ValueError, match="reduction must be an int >= 1, got reduction=0"):
         CrissCrossAttention(8, reduction=0)
+    with pytest.raises(TypeError, match=r"in_channels must be an int, got in_channels=True \(bool\)"):
+        CrissCrossAttention(True)
     with pytest.raises(ValueError, match=r"expects x of shape \(N, C, H, W\) with C=8, got x.shape=\(1, 4, 3, 3\)"):
         CrissCrossAttention(8)(make_tensor((1, 4, 3, 3), dtype=torch.float32))
     with pytest.raises(ValueError, match=r"\(N, C, T, H, W\)"):
         CrissCrossAttention3d(8)(make_tensor((1, 8, 3, 3), dtype=torch.float32))
     with pytest.raises(ValueError, match="direction"):
         RCCA(8, direction="diagonal")
-    with pytest.raises(ValueError, match="NonLocal2d expects"):
+    with pytest.raises(ValueError, match=r"NonLocal2d expects x of shape \(N, C, H, W\) with C=8, got x.shape=\(1, 8, 3\)"):
         NonLocal2d(8)(make_tensor((1, 8, 3), dtype=torch.float32))
+    with pytest.raises(TypeError):
+        RCCA(8, video=True)  # one spelling for 3D: RCCA3d
+
+
+# one exception policy for every module: TypeError for a wrong type, ValueError for a bad value
+_MODULES = {
+    "CrissCrossAttention": lambda c: CrissCrossAttention(c),
+    "CrissCrossAttention3d": lambda c: CrissCrossAttention3d(c),
+    "RCCA": lambda c: RCCA(c),
+    "RCCA3d": lambda c: RCCA3d(c),
+    "DirectionalAttention": lambda c: DirectionalAttention(c),
+    "NonLocal2d": lambda c: NonLocal2d(c),
+    "PyramidPooling": lambda c: PyramidPooling(c),
+    "ASPP": lambda c: ASPP(c),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_MODULES))
+def test_every_module_follows_one_exception_policy(name):
+    build = _MODULES[name]
+    with pytest.raises(TypeError, match=r"in_channels must be an int, got in_channels=8.0 \(float\)"):
+        build(8.0)
+    with pytest.raises(ValueError, match=r"in_channels must be an int >= 1, got in_channels=0"):
+        build(0)
+    module = build(8)
+    owner = type(module.cca if isinstance(module, RCCA) else module).__name__
+    layout = r"\(N, C, T, H, W\)" if name.endswith("3d") else r"\(N, C, H, W\)"
+    with pytest.raises(TypeError, match=rf"{owner} expects x a Tensor {layout}, got list"):
+        module([[1.0]])
+    wrong_channels = torch.zeros(1, 4, 2, 3, 3) if name.endswith("3d") else torch.zeros(1, 4, 3, 3)
+    with pytest.raises(ValueError, match=rf"{owner} expects x of shape {layout} with C=8, got x.shape="):
+        module(wrong_channels)
 
 
 # ------------------------------------------------------------------------------ recurrence
@@ -191,8 +230,9 @@ def test_cca_3d_matches_the_direct_formula_and_starts_as_identity(make_tensor):
     q, k, v = _conv1x1(module.query, x), _conv1x1(module.key, x), _conv1x1(module.value, x)
     torch.testing.assert_close(module(x), 0.6 * direct_cca_3d(q, k, v) + x, rtol=1e-10, atol=1e-10)
     assert module.attention_map(x).shape == (1, 3 + 3 + 4 - 2, 3, 3, 4)
-    video = RCCA(4, recurrence=2, reduction=2, video=True).double()
+    video = RCCA3d(4, recurrence=2, reduction=2).double()
     assert isinstance(video.cca, CrissCrossAttention3d) and video(x).shape == x.shape
+    assert len(video.attention_maps(x)) == 2
 
 
 # ------------------------------------------------------------------------------ one direction
@@ -270,6 +310,10 @@ def test_pooling_module_channels():
     assert len(aspp.branches) == 3 and aspp.project[0].in_channels == 5 * 4
     with pytest.raises(ValueError, match="bins"):
         PyramidPooling(8, bins=())
+    with pytest.raises(ValueError, match=r"bins\[1\] must be an int >= 1, got bins\[1\]=0"):
+        PyramidPooling(8, bins=(1, 0))
+    with pytest.raises(TypeError, match=r"rates\[0\] must be an int, got rates\[0\]=1.5"):
+        ASPP(8, rates=(1.5,))
 
 
 # ------------------------------------------------------------------------------ torch.compile
@@ -278,7 +322,7 @@ def test_rcca_compiles_with_fullgraph(video, make_tensor):
     """``torch.compile(fullgraph=True)`` of RCCA (R=2) traces without graph breaks (aot_eager also
     traces the backward) and matches eager in value and gradient."""
     torch._dynamo.reset()
-    module = RCCA(8, recurrence=2, reduction=2, video=video).double()
+    module = (RCCA3d if video else RCCA)(8, recurrence=2, reduction=2).double()
     with torch.no_grad():
         module.cca.gamma.fill_(0.5)
     x = make_tensor((2, 8, 3, 4, 5) if video else (2, 8, 5, 6), requires_grad=True)

@@ -7,28 +7,28 @@ import os
 
 from torch import nn
 
+from cca._checks import positive_int
 from cca.models.backbone import BACKBONES, DilatedResNet, build_backbone, load_pretrained
 from cca.models.heads import (
     ASPPHead,
-    AttentionHead,
     AuxHead,
     ContextHead,
     FCNHead,
     NonLocalHead,
     PSPHead,
     RCCAHead,
+    RCCAHead3d,
 )
 from cca.models.mask_rcnn import MASK_RCNN_BACKBONES, RCCABody, build_mask_rcnn
 from cca.models.segmentor import CCNet, Segmentor
-from cca.models.video import CCNet3D
+from cca.models.video import CCNet3d
 
 __all__ = [
     "ASPPHead",
-    "AttentionHead",
     "AuxHead",
     "BACKBONES",
     "CCNet",
-    "CCNet3D",
+    "CCNet3d",
     "ContextHead",
     "DilatedResNet",
     "FCNHead",
@@ -38,6 +38,7 @@ __all__ = [
     "PSPHead",
     "RCCABody",
     "RCCAHead",
+    "RCCAHead3d",
     "Segmentor",
     "build",
     "build_backbone",
@@ -66,7 +67,7 @@ def build(
     * ``fcn`` / ``nonlocal`` / ``psp`` / ``aspp``: :class:`Segmentor` with CCNet's head around another
       context block (identity, non-local, pyramid pooling, ASPP: :class:`FCNHead`, :class:`NonLocalHead`,
       :class:`PSPHead`, :class:`ASPPHead`), the paper's context-module comparison (``recurrence`` is ignored);
-    * ``ccnet3d``: :class:`CCNet3D` for clips ``(N, 3, T, H, W)``.
+    * ``ccnet3d``: :class:`CCNet3d` for clips ``(N, 3, T, H, W)`` (the paper's "CCNet3D").
 
     ``backbone``: one of ``BACKBONES`` (``resnet18_tiny`` for CPU smoke runs); ``pretrained``: local
     path of ImageNet backbone weights (never downloaded). Extra keyword arguments go to the model
@@ -75,14 +76,13 @@ def build(
     """
     if not isinstance(name, str) or name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1, got num_classes={num_classes!r}")
+    positive_int("num_classes", num_classes)
     if name == "ccnet":
         return CCNet(num_classes, backbone, recurrence, pretrained, **kwargs)
     if name in ("ccnet_horizontal", "ccnet_vertical"):
         return CCNet(num_classes, backbone, recurrence, pretrained, direction=name.split("_")[1], **kwargs)
     if name == "ccnet3d":
-        return CCNet3D(num_classes, backbone, recurrence, pretrained, **kwargs)
+        return CCNet3d(num_classes, backbone, recurrence, pretrained, **kwargs)
     aux = kwargs.pop("aux", True)
     ccl_channels = kwargs.pop("ccl_channels", None)
     trunk = build_backbone(backbone, pretrained)

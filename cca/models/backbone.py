@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet
 
+from cca._checks import check_tensor
+
 __all__ = [
     "BACKBONES",
     "DilatedResNet",
@@ -98,9 +100,7 @@ class DilatedResNet(nn.Module):
         return self.aux_channels, self.out_channels
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{self.name} expects images of shape (N, 3, H, W), got {got}")
+        check_tensor("images", x, "(N, 3, H, W)", channels=3, owner=self.name)
         for key in self.stem:
             x = getattr(self, key)(x)
         x = self.layer2(self.layer1(x))

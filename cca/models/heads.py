@@ -10,7 +10,7 @@ adapt to the backbone: ``mid = min(512, in_channels // 4)`` (512 on ResNet's 204
   conv-BN-ReLU, concatenation with the head's input (``C + mid``), 3x3 bottleneck conv-BN-ReLU to
   ``mid``, ``Dropout2d(0.1)``, 1x1 classifier. The paper's context-module comparison keeps this
   head and swaps the block, so every baseline is one class: :class:`RCCAHead` (``"rcca"``),
-  :class:`FCNHead` (``"none"``: the no-context baseline), :class:`NonLocalHead` (``"nonlocal"``),
+  :class:`RCCAHead3d` (:class:`cca.nn.RCCA3d` over clips), :class:`FCNHead` (``"fcn"``: the no-context baseline), :class:`NonLocalHead` (``"nonlocal"``),
   :class:`PSPHead` (``"psp"``), :class:`ASPPHead` (``"aspp"``).
 * :class:`AuxHead`: the auxiliary FCN head on res4 (3x3 conv-BN-ReLU ``C -> min(512, C // 2)``,
   dropout, classifier), returning logits only.
@@ -21,36 +21,34 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cca.nn import build_context_block, conv_bn_relu
+from cca._checks import check_tensor, positive_int
+from cca.nn import RCCA3d, build_context_block, conv_bn_relu
 
 __all__ = [
     "ASPPHead",
-    "AttentionHead",
     "AuxHead",
     "ContextHead",
     "FCNHead",
     "NonLocalHead",
     "PSPHead",
     "RCCAHead",
+    "RCCAHead3d",
     "head_channels",
 ]
 
 
 def head_channels(in_channels: int) -> int:
     """Mid channels of a head on ``in_channels`` features: ``min(512, in_channels // 4)`` (at least 1)."""
-    return max(1, min(512, in_channels // 4))
+    return max(1, min(512, positive_int("in_channels", in_channels) // 4))
 
 
 def _check_counts(in_channels: int, num_classes: int) -> None:
-    for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+    positive_int("in_channels", in_channels)
+    positive_int("num_classes", num_classes)
 
 
 def _check_features(head: nn.Module, x: Tensor, channels: int) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{type(head).__name__} expects features (N, C, h, w) with C={channels}, got {got}")
+    check_tensor("x", x, "(N, C, h, w)", channels=channels, owner=type(head).__name__)
 
 
 def _classifier(mid: int, num_classes: int, dropout: float) -> nn.Sequential:
@@ -65,7 +63,7 @@ class ContextHead(nn.Module):
 
     ``forward(x (N, C, h, w), frames=None) -> (logits (N, K, h, w), feat (N, mid, h, w))``. With
     ``frames=T`` the batch holds ``N = B * T`` video frames (clip-major) and the block gets
-    ``(B, mid, T, h, w)`` (a 3D block, e.g. ``RCCA(video=True)``); everything else is per frame.
+    ``(B, mid, T, h, w)`` (a 3D block, e.g. :class:`cca.nn.RCCA3d`); everything else is per frame.
     """
 
     def __init__(
@@ -79,7 +77,7 @@ class ContextHead(nn.Module):
     ) -> None:
         super().__init__()
         _check_counts(in_channels, num_classes)
-        mid = head_channels(in_channels) if mid_channels is None else mid_channels
+        mid = head_channels(in_channels) if mid_channels is None else positive_int("mid_channels", mid_channels)
         self.in_channels, self.mid_channels, self.num_classes = in_channels, mid, num_classes
         if isinstance(context, str):
             if context in ("psp", "aspp"):
@@ -110,13 +108,9 @@ class ContextHead(nn.Module):
         return self.classifier(out), feat
 
 
-AttentionHead = ContextHead  # former name
-
-
 class RCCAHead(ContextHead):
     """:class:`ContextHead` with :class:`cca.nn.RCCA` (``recurrence`` loops, shared weights,
-    ``reduction`` for Q/K; ``video=True``: 3D criss-cross attention over clips;
-    ``direction="horizontal"|"vertical"``: the one-direction ablation)."""
+    ``reduction`` for Q/K; ``direction="horizontal"|"vertical"``: the one-direction ablation)."""
 
     def __init__(
         self,
@@ -126,7 +120,6 @@ class RCCAHead(ContextHead):
         reduction: int = 8,
         mid_channels: int | None = None,
         dropout: float = 0.1,
-        video: bool = False,
         direction: str = "both",
     ) -> None:
         super().__init__(
@@ -137,9 +130,25 @@ class RCCAHead(ContextHead):
             dropout,
             recurrence=recurrence,
             reduction=reduction,
-            video=video,
             direction=direction,
         )
+
+
+class RCCAHead3d(ContextHead):
+    """:class:`ContextHead` with :class:`cca.nn.RCCA3d`, 3D criss-cross attention over clips
+    (``recurrence`` loops, ``reduction`` for Q/K): call it with ``frames=T`` on ``N = B * T`` frames."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        recurrence: int = 2,
+        reduction: int = 8,
+        mid_channels: int | None = None,
+        dropout: float = 0.1,
+    ) -> None:
+        mid = head_channels(in_channels) if mid_channels is None else positive_int("mid_channels", mid_channels)
+        super().__init__(in_channels, num_classes, RCCA3d(mid, recurrence, reduction), mid, dropout)
 
 
 class FCNHead(ContextHead):
@@ -148,7 +157,7 @@ class FCNHead(ContextHead):
     def __init__(
         self, in_channels: int, num_classes: int, mid_channels: int | None = None, dropout: float = 0.1
     ) -> None:
-        super().__init__(in_channels, num_classes, "none", mid_channels, dropout)
+        super().__init__(in_channels, num_classes, "fcn", mid_channels, dropout)
 
 
 class NonLocalHead(ContextHead):
@@ -204,7 +213,7 @@ class AuxHead(nn.Module):
     ) -> None:
         super().__init__()
         _check_counts(in_channels, num_classes)
-        mid = max(1, min(512, in_channels // 2)) if mid_channels is None else mid_channels
+        mid = max(1, min(512, in_channels // 2)) if mid_channels is None else positive_int("mid_channels", mid_channels)
         self.in_channels, self.mid_channels, self.num_classes = in_channels, mid, num_classes
         self.conv = conv_bn_relu(in_channels, mid, 3)
         self.classifier = _classifier(mid, num_classes, dropout)

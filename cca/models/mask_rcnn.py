@@ -12,6 +12,7 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from cca._checks import int_in_range
 from cca.models.backbone import load_pretrained
 from cca.nn import RCCA
 
@@ -74,14 +75,12 @@ def build_mask_rcnn(
     Returns:
         ``MaskRCNN``: ``model(images: list[(3, H, W)], targets)`` -> losses (train) or detections (eval).
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2 (background included), got num_classes={num_classes!r}")
+    int_in_range("num_classes", num_classes, minimum=2)  # background included
     if backbone not in MASK_RCNN_BACKBONES:
         raise ValueError(f"unknown Mask R-CNN backbone {backbone!r}; expected one of {MASK_RCNN_BACKBONES}")
     if trainable_layers is None:
         trainable_layers = 3 if pretrained is not None else 5
-    if isinstance(trainable_layers, bool) or not isinstance(trainable_layers, int) or not 0 <= trainable_layers <= 5:
-        raise ValueError(f"trainable_layers must be an int in [0, 5], got trainable_layers={trainable_layers!r}")
+    int_in_range("trainable_layers", trainable_layers, 0, 5)
     norm_layer = FrozenBatchNorm2d if pretrained is not None else nn.BatchNorm2d
     fpn_backbone = resnet_fpn_backbone(
         backbone_name=backbone, weights=None, norm_layer=norm_layer, trainable_layers=trainable_layers

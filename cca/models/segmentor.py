@@ -8,6 +8,7 @@ import os
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cca._checks import positive_int
 from cca.models.backbone import DilatedResNet, build_backbone
 from cca.models.heads import AuxHead, RCCAHead
 
@@ -47,9 +48,7 @@ class Segmentor(nn.Module):
         self.aux_head = aux_head
         self.ccl_projection: nn.Module | None = None
         if ccl_channels is not None:
-            if isinstance(ccl_channels, bool) or not isinstance(ccl_channels, int) or ccl_channels < 1:
-                raise ValueError(f"ccl_channels must be None or an int >= 1, got ccl_channels={ccl_channels!r}")
-            self.ccl_projection = nn.Conv2d(head.mid_channels, ccl_channels, 1)
+            self.ccl_projection = nn.Conv2d(head.mid_channels, positive_int("ccl_channels", ccl_channels), 1)
 
     @property
     def num_classes(self) -> int:

@@ -1,6 +1,6 @@
-"""3D CCNet for video clips (the paper's CamVid experiment): a 2D backbone applied to every frame,
-the frames' features stacked to ``(N, C, T, h, w)`` and a recurrent 3D criss-cross attention head,
-so each position attends to its row, its column and the same pixel in the other frames."""
+"""3D CCNet for video clips (the paper's CamVid experiment, "CCNet3D" there): a 2D backbone applied
+to every frame, the frames' features stacked to ``(N, C, T, h, w)`` and a recurrent 3D criss-cross
+attention head, so each position attends to its row, its column and the same pixel in the other frames."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import os
 
 from torch import Tensor, nn
 
+from cca._checks import check_tensor
 from cca.models.backbone import build_backbone
-from cca.models.heads import AuxHead, RCCAHead
+from cca.models.heads import AuxHead, RCCAHead3d
 from cca.models.segmentor import upsample
 
-__all__ = ["CCNet3D"]
+__all__ = ["CCNet3d"]
 
 
 def _to_clips(frames: Tensor, clips: int) -> Tensor:
@@ -20,8 +21,8 @@ def _to_clips(frames: Tensor, clips: int) -> Tensor:
     return frames.unflatten(0, (clips, -1)).transpose(1, 2)
 
 
-class CCNet3D(nn.Module):
-    """CCNet with 3D criss-cross attention on clips.
+class CCNet3d(nn.Module):
+    """CCNet with 3D criss-cross attention on clips (model ``ccnet3d``; the paper's "CCNet3D").
 
     ``forward(x (N, 3, T, H, W))`` returns ``{"out": (N, K, T, H, W)}`` and, in training mode,
     ``"aux"`` ``(N, K, T, H, W)`` (per-frame auxiliary FCN head on res4) and ``"feat"``
@@ -41,14 +42,13 @@ class CCNet3D(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = build_backbone(backbone, pretrained)
-        self.head = RCCAHead(
+        self.head = RCCAHead3d(
             self.backbone.out_channels,
             num_classes,
             recurrence=recurrence,
             reduction=reduction,
             mid_channels=mid_channels,
             dropout=dropout,
-            video=True,
         )
         self.aux_head = AuxHead(self.backbone.aux_channels, num_classes, dropout=dropout) if aux else None
 
@@ -57,9 +57,7 @@ class CCNet3D(nn.Module):
         return self.head.num_classes
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        if not isinstance(x, Tensor) or x.dim() != 5 or x.shape[1] != 3:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"CCNet3D expects clips of shape (N, 3, T, H, W), got {got}")
+        check_tensor("x", x, "(N, 3, T, H, W)", channels=3, owner=type(self).__name__)
         n, _, t, h, w = x.shape
         features = self.backbone(x.transpose(1, 2).flatten(0, 1))  # frames (N * T, 3, H, W)
         logits, feat = self.head(features["res5"], frames=t)

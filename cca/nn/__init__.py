@@ -1,6 +1,6 @@
 """Modules: criss-cross attention (2D, recurrent, 3D, one-direction ablations), non-local, and the
 context baselines the paper compares (pyramid pooling, ASPP). All map ``(N, C, H, W)`` features to
-``(N, C, H, W)`` (3D: ``(N, C, T, H, W)``)."""
+``(N, C, H, W)`` (the 3D ones, ``CrissCrossAttention3d`` and ``RCCA3d``: ``(N, C, T, H, W)``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from cca.nn.context import ASPP, PyramidPooling, conv_bn_relu
 from cca.nn.criss_cross import (
     DIRECTIONS,
     RCCA,
+    RCCA3d,
     CrissCrossAttention,
     CrissCrossAttention3d,
     DirectionalAttention,
@@ -22,6 +23,7 @@ __all__ = [
     "CONTEXT_BLOCKS",
     "DIRECTIONS",
     "RCCA",
+    "RCCA3d",
     "CrissCrossAttention",
     "CrissCrossAttention3d",
     "DirectionalAttention",
@@ -33,14 +35,14 @@ __all__ = [
     "non_local_attention",
 ]
 
-CONTEXT_BLOCKS = ("none", "cca", "rcca", "nonlocal", "psp", "aspp", "horizontal", "vertical")
+CONTEXT_BLOCKS = ("fcn", "cca", "rcca", "nonlocal", "psp", "aspp", "horizontal", "vertical")
 
 
 def build_context_block(name: str, in_channels: int, **kwargs) -> nn.Module:
     """A context block by name (see ``CONTEXT_BLOCKS``) on ``(N, in_channels, H, W)`` features,
     returning ``(N, in_channels, H, W)`` (``psp``/``aspp``: ``out_channels``, default ``in_channels``).
 
-    * ``none``: identity (the FCN baseline);
+    * ``fcn``: identity, no context module (the FCN baseline; model ``fcn`` of :data:`cca.models.MODELS`);
     * ``cca``: one :class:`CrissCrossAttention` (``reduction``);
     * ``rcca``: :class:`RCCA` (``recurrence=2``, ``reduction``);
     * ``nonlocal``: embedded-Gaussian :class:`NonLocal2d` (``reduction=2``);
@@ -50,9 +52,9 @@ def build_context_block(name: str, in_channels: int, **kwargs) -> nn.Module:
 
     Unknown names raise ``ValueError`` listing the known ones; unknown keyword arguments ``TypeError``.
     """
-    if name == "none":
+    if name == "fcn":
         if kwargs:
-            raise TypeError(f"context block 'none' takes no keyword arguments, got {sorted(kwargs)}")
+            raise TypeError(f"context block 'fcn' takes no keyword arguments, got {sorted(kwargs)}")
         return nn.Identity()
     if name == "cca":
         return CrissCrossAttention(in_channels, **kwargs)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cca._checks import check_nchw, positive_int
+
 __all__ = ["ASPP", "PyramidPooling", "conv_bn_relu"]
 
 
@@ -38,18 +40,6 @@ def _pooled_branch(in_channels: int, out_channels: int, bins: int) -> nn.Sequent
     return nn.Sequential(nn.AdaptiveAvgPool2d(bins), *proj)
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
-
-
-def _check_input(module: nn.Module, x: Tensor, channels: int) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{type(module).__name__} expects x of shape (N, C, H, W) with C={channels}, got {got}")
-
-
 class PyramidPooling(nn.Module):
     """Pyramid pooling module (Zhao et al., PSPNet): adaptive average pooling to ``b x b`` for each
     of ``bins`` (1, 2, 3, 6), a 1x1 projection to ``in_channels // len(bins)`` each, bilinear
@@ -58,18 +48,17 @@ class PyramidPooling(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int | None = None, bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
         super().__init__()
-        self.out_channels = in_channels if out_channels is None else out_channels
-        _check_positive(in_channels=in_channels, out_channels=self.out_channels)
-        if not bins or not all(isinstance(b, int) and b >= 1 for b in bins):
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", in_channels if out_channels is None else out_channels)
+        if not bins:
             raise ValueError(f"bins must be a non-empty tuple of ints >= 1, got bins={bins!r}")
-        self.in_channels = in_channels
-        self.bins = tuple(bins)
+        self.bins = tuple(positive_int(f"bins[{i}]", b) for i, b in enumerate(bins))
         inner = max(1, in_channels // len(self.bins))
         self.stages = nn.ModuleList(_pooled_branch(in_channels, inner, b) for b in self.bins)
         self.bottleneck = conv_bn_relu(in_channels + inner * len(self.bins), self.out_channels, kernel_size=3)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(self, x, self.in_channels)
+        check_nchw("x", x, self.in_channels, owner=type(self).__name__)
         size = x.shape[-2:]
         pooled = [F.interpolate(stage(x), size=size, mode="bilinear", align_corners=False) for stage in self.stages]
         return self.bottleneck(torch.cat([x, *pooled], dim=1))
@@ -89,13 +78,10 @@ class ASPP(nn.Module):
         inner_channels: int | None = None,
     ) -> None:
         super().__init__()
-        self.out_channels = in_channels if out_channels is None else out_channels
-        inner = max(1, self.out_channels // 2) if inner_channels is None else inner_channels
-        _check_positive(in_channels=in_channels, out_channels=self.out_channels, inner_channels=inner)
-        if not all(isinstance(r, int) and r >= 1 for r in rates):
-            raise ValueError(f"rates must be a tuple of ints >= 1, got rates={rates!r}")
-        self.in_channels = in_channels
-        self.rates = tuple(rates)
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", in_channels if out_channels is None else out_channels)
+        inner = positive_int("inner_channels", max(1, self.out_channels // 2) if inner_channels is None else inner_channels)
+        self.rates = tuple(positive_int(f"rates[{i}]", r) for i, r in enumerate(rates))
         self.branches = nn.ModuleList(
             [conv_bn_relu(in_channels, inner)] + [conv_bn_relu(in_channels, inner, 3, rate) for rate in self.rates]
         )
@@ -103,7 +89,7 @@ class ASPP(nn.Module):
         self.project = conv_bn_relu(inner * (len(self.rates) + 2), self.out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(self, x, self.in_channels)
+        check_nchw("x", x, self.in_channels, owner=type(self).__name__)
         size = x.shape[-2:]
         outs = [branch(x) for branch in self.branches]
         outs.append(self.image_pool(x).expand(-1, -1, *size))

@@ -1,11 +1,12 @@
-"""Criss-cross attention modules: CCA, its recurrent form RCCA, the 3D (video) version, and the
-row-only / column-only variants used as ablations."""
+"""Criss-cross attention modules: CCA, its recurrent form RCCA, their 3D (video) versions
+(``...3d``, as ``nn.Conv3d``) and the row-only / column-only variants used as ablations."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from cca._checks import check_tensor, non_negative_int, positive_int
 from cca.ops import (
     ca_map,
     ca_weight,
@@ -18,6 +19,7 @@ from cca.ops import (
 __all__ = [
     "DIRECTIONS",
     "RCCA",
+    "RCCA3d",
     "CrissCrossAttention",
     "CrissCrossAttention3d",
     "DirectionalAttention",
@@ -28,12 +30,7 @@ DIRECTIONS = ("both", "horizontal", "vertical")
 
 
 def _reduced(in_channels: int, reduction: int) -> int:
-    for name, value in (("in_channels", in_channels), ("reduction", reduction)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {name}={value!r} ({type(value).__name__})")
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {name}={value}")
-    return max(1, in_channels // reduction)
+    return max(1, positive_int("in_channels", in_channels) // positive_int("reduction", reduction))
 
 
 def _softmax(energy: Tensor) -> Tensor:
@@ -51,7 +48,6 @@ class CrissCrossAttention(nn.Module):
     """
 
     conv_cls: type[nn.Module] = nn.Conv2d
-    ndim = 4
     layout = "(N, C, H, W)"
 
     def __init__(self, in_channels: int, reduction: int = 8) -> None:
@@ -65,13 +61,7 @@ class CrissCrossAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def _check(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{type(self).__name__} expects a Tensor {self.layout}, got {type(x).__name__}")
-        if x.dim() != self.ndim or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects x of shape {self.layout} with C={self.in_channels}, "
-                f"got x.shape={tuple(x.shape)}"
-            )
+        check_tensor("x", x, self.layout, channels=self.in_channels, owner=type(self).__name__)
 
     def _attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         return criss_cross_attention(query, key, value)
@@ -99,7 +89,6 @@ class CrissCrossAttention3d(CrissCrossAttention):
     Same parameters as :class:`CrissCrossAttention` with 1x1x1 convolutions."""
 
     conv_cls = nn.Conv3d
-    ndim = 5
     layout = "(N, C, T, H, W)"
 
     def _attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
@@ -156,28 +145,21 @@ class RCCA(nn.Module):
     applied ``recurrence`` times with shared weights. ``R = 2`` gives every pixel context from the
     whole image; ``R = 0`` is the identity (the no-attention ablation).
 
-    Input and output ``(N, C, H, W)``, or ``(N, C, T, H, W)`` with ``video=True``
-    (:class:`CrissCrossAttention3d`). ``direction="horizontal"|"vertical"`` uses
-    :class:`DirectionalAttention` instead (2D only).
+    Input and output ``(N, C, H, W)`` (:class:`RCCA3d` for video ``(N, C, T, H, W)``).
+    ``direction="horizontal"|"vertical"`` uses :class:`DirectionalAttention` instead.
     """
 
-    def __init__(
-        self, in_channels: int, recurrence: int = 2, reduction: int = 8, video: bool = False, direction: str = "both"
-    ) -> None:
+    def __init__(self, in_channels: int, recurrence: int = 2, reduction: int = 8, direction: str = "both") -> None:
         super().__init__()
-        if isinstance(recurrence, bool) or not isinstance(recurrence, int) or recurrence < 0:
-            raise ValueError(f"recurrence must be an integer >= 0, got recurrence={recurrence!r}")
+        self.recurrence = non_negative_int("recurrence", recurrence)
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got direction={direction!r}")
-        if video and direction != "both":
-            raise ValueError(f"direction={direction!r} is 2D only, got video=True")
-        self.recurrence = recurrence
-        if video:
-            self.cca: CrissCrossAttention = CrissCrossAttention3d(in_channels, reduction)
-        elif direction == "both":
-            self.cca = CrissCrossAttention(in_channels, reduction)
-        else:
-            self.cca = DirectionalAttention(in_channels, direction, reduction)
+        self.cca = self._block(in_channels, reduction, direction)
+
+    def _block(self, in_channels: int, reduction: int, direction: str) -> CrissCrossAttention:
+        if direction == "both":
+            return CrissCrossAttention(in_channels, reduction)
+        return DirectionalAttention(in_channels, direction, reduction)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.recurrence == 0:
@@ -187,7 +169,8 @@ class RCCA(nn.Module):
         return x
 
     def attention_maps(self, x: Tensor) -> list[Tensor]:
-        """The attention map of each loop, ``[(N, H+W-1, H, W)] * recurrence``, for visualisation."""
+        """The attention map of each loop, ``[(N, H+W-1, H, W)] * recurrence`` (3D:
+        ``[(N, T+H+W-2, T, H, W)] * recurrence``), for visualisation."""
         maps = []
         for _ in range(self.recurrence):
             maps.append(self.cca.attention_map(x))
@@ -196,3 +179,14 @@ class RCCA(nn.Module):
 
     def extra_repr(self) -> str:
         return f"recurrence={self.recurrence}"
+
+
+class RCCA3d(RCCA):
+    """Recurrent 3D criss-cross attention over video features ``(N, C, T, H, W)``: the same
+    :class:`CrissCrossAttention3d` applied ``recurrence`` times with shared weights."""
+
+    def __init__(self, in_channels: int, recurrence: int = 2, reduction: int = 8) -> None:
+        super().__init__(in_channels, recurrence, reduction)
+
+    def _block(self, in_channels: int, reduction: int, direction: str) -> CrissCrossAttention:
+        return CrissCrossAttention3d(in_channels, reduction)

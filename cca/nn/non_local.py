@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cca._checks import check_nchw, positive_int
+
 __all__ = ["NonLocal2d", "non_local_attention"]
 
 
@@ -30,10 +32,7 @@ class NonLocal2d(nn.Module):
 
     def __init__(self, in_channels: int, reduction: int = 2) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("reduction", reduction)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
-        inner = max(1, in_channels // reduction)
+        inner = max(1, positive_int("in_channels", in_channels) // positive_int("reduction", reduction))
         self.in_channels = in_channels
         self.reduction = reduction
         self.theta = nn.Conv2d(in_channels, inner, 1)
@@ -44,9 +43,7 @@ class NonLocal2d(nn.Module):
         nn.init.zeros_(self.norm.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"NonLocal2d expects x of shape (N, C, H, W) with C={self.in_channels}, got {got}")
+        check_nchw("x", x, self.in_channels, owner=type(self).__name__)
         y = non_local_attention(self.theta(x), self.phi(x), self.g(x))
         return self.norm(self.out(y)) + x
 
