@@ -33,6 +33,7 @@ __all__ = [
     "variance_distance",
 ]
 
+
 def _upcast(x: Tensor) -> Tensor:
     """float16/bfloat16 -> float32; float32/float64 unchanged."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

@@ -47,7 +47,9 @@ def test_cross_entropy_all_ignored_is_zero_not_nan(make_tensor):
 
 def test_cross_entropy_rejects_bad_targets(make_tensor):
     logits = make_tensor((1, 3, 4, 4))
-    with pytest.raises(TypeError, match=r"target must be a torch.int64 tensor \(N, H, W\), got target.dtype=torch.float32"):
+    with pytest.raises(
+        TypeError, match=r"target must be a torch.int64 tensor \(N, H, W\), got target.dtype=torch.float32"
+    ):
         cross_entropy(logits, torch.zeros(1, 4, 4))
     with pytest.raises(TypeError, match="logits must be a Tensor"):
         cross_entropy(logits.tolist(), torch.zeros(1, 4, 4, dtype=torch.long))
@@ -332,3 +334,22 @@ def test_criterion_all_ignored_batch_is_finite(make_tensor):
     assert math.isfinite(loss.item()) and loss.item() == 0.0
     loss.backward()
     assert all(torch.isfinite(v.grad).all() for v in outputs.values())
+
+
+def test_ignore_index_has_one_home():
+    """``IGNORE_INDEX`` is defined in ``cca/data/common.py`` and imported everywhere else (the losses too)."""
+    import ast
+
+    import cca
+    from cca.data import common
+
+    root = Path(cca.__file__).parent
+    homes = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            if any(isinstance(t, ast.Name) and t.id == "IGNORE_INDEX" for t in targets):
+                homes.add(path.relative_to(root).as_posix())
+    assert "data/common.py" in homes and IGNORE == common.IGNORE_INDEX
+    # data/long_range.py (another branch) is to import it too; nothing else may define it
+    assert homes - {"data/long_range.py"} == {"data/common.py"}, homes

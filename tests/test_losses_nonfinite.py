@@ -90,8 +90,17 @@ def test_ohem_run_with_infinite_lr_stops_through_the_non_finite_guard(tmp_path, 
     torch.set_num_threads(1)
     try:
         out = tmp_path / "run"
-        settings = [f"data_root={tmp_path / 'data'}", "synthetic_size=32,64", "crop_size=32,32", "num_workers=0",
-                    "lr=inf", "iterations=6", "eval_every=0", "ohem=true", "aux_weight=0"]
+        settings = [
+            f"data_root={tmp_path / 'data'}",
+            "synthetic_size=32,64",
+            "crop_size=32,32",
+            "num_workers=0",
+            "lr=inf",
+            "iterations=6",
+            "eval_every=0",
+            "ohem=true",
+            "aux_weight=0",
+        ]
         rc = main(["train", "--config", "smoke", "--out", str(out), "--set", *settings])
     finally:
         torch.set_num_threads(saved)

@@ -171,7 +171,9 @@ def test_heads_check_arguments_and_features_with_one_policy():
         AuxHead(64, 0)
     with pytest.raises(TypeError, match=r"AuxHead expects x a Tensor \(N, C, h, w\), got list"):
         AuxHead(64, 5)([0.0])
-    with pytest.raises(ValueError, match=r"RCCAHead3d expects x of shape \(N, C, h, w\) with C=128, got x.shape=\(1, 64, 4, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"RCCAHead3d expects x of shape \(N, C, h, w\) with C=128, got x.shape=\(1, 64, 4, 4\)"
+    ):
         RCCAHead3d(128, 5)(_image((1, 64, 4, 4)), frames=1)
     assert not hasattr(models, "AttentionHead"), "the former alias of ContextHead is gone: one name"
     assert type(FCNHead(128, 5).context) is type(ContextHead(128, 5, "fcn").context) is torch.nn.Identity

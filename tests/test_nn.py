@@ -11,12 +11,12 @@ from cca.nn import (
     ASPP,
     CONTEXT_BLOCKS,
     RCCA,
-    RCCA3d,
     CrissCrossAttention,
     CrissCrossAttention3d,
     DirectionalAttention,
     NonLocal2d,
     PyramidPooling,
+    RCCA3d,
     build_context_block,
     directional_mask,
 )
@@ -144,7 +144,9 @@ def test_bad_arguments_and_inputs_are_named(make_tensor):
         CrissCrossAttention3d(8)(make_tensor((1, 8, 3, 3), dtype=torch.float32))
     with pytest.raises(ValueError, match="direction"):
         RCCA(8, direction="diagonal")
-    with pytest.raises(ValueError, match=r"NonLocal2d expects x of shape \(N, C, H, W\) with C=8, got x.shape=\(1, 8, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"NonLocal2d expects x of shape \(N, C, H, W\) with C=8, got x.shape=\(1, 8, 3\)"
+    ):
         NonLocal2d(8)(make_tensor((1, 8, 3), dtype=torch.float32))
     with pytest.raises(TypeError):
         RCCA(8, video=True)  # one spelling for 3D: RCCA3d

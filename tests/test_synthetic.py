@@ -142,6 +142,8 @@ def test_deterministic_per_seed(tmp_path):
         ({"fmt": "pascal"}, ValueError),
         ({"num_train": 0}, ValueError),
         ({"num_val": 1.5}, TypeError),
+        ({"seed": -1}, ValueError),
+        ({"seed": True}, TypeError),
         ({"size": (8, 8)}, ValueError),
         ({"size": (32,)}, ValueError),
     ],

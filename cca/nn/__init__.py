@@ -10,10 +10,10 @@ from cca.nn.context import ASPP, PyramidPooling, conv_bn_relu
 from cca.nn.criss_cross import (
     DIRECTIONS,
     RCCA,
-    RCCA3d,
     CrissCrossAttention,
     CrissCrossAttention3d,
     DirectionalAttention,
+    RCCA3d,
     directional_mask,
 )
 from cca.nn.non_local import NonLocal2d, non_local_attention

@@ -80,7 +80,9 @@ class ASPP(nn.Module):
         super().__init__()
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", in_channels if out_channels is None else out_channels)
-        inner = positive_int("inner_channels", max(1, self.out_channels // 2) if inner_channels is None else inner_channels)
+        inner = positive_int(
+            "inner_channels", max(1, self.out_channels // 2) if inner_channels is None else inner_channels
+        )
         self.rates = tuple(positive_int(f"rates[{i}]", r) for i, r in enumerate(rates))
         self.branches = nn.ModuleList(
             [conv_bn_relu(in_channels, inner)] + [conv_bn_relu(in_channels, inner, 3, rate) for rate in self.rates]
