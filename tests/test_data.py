@@ -179,8 +179,10 @@ def test_camvid_clips(roots):
     members = clips.sequences[clips.samples[0][0].name.split("_")[0]]
     assert clips.clip_indices(members[1]) == members[0:3]
     assert clips.clip_indices(members[0]) == [members[0], members[0], members[1]]
-    with pytest.raises(ValueError, match="clip_length"):
+    with pytest.raises(ValueError, match="clip_length must be an int >= 1, got clip_length=0"):
         build_dataset("camvid", roots["camvid"], "train", clip_length=0)
+    with pytest.raises(TypeError, match=r"clip_length must be an int, got clip_length=2.0 \(float\)"):
+        build_dataset("camvid", roots["camvid"], "train", clip_length=2.0)
 
 
 def test_camvid_clip_with_train_transform(roots):
@@ -404,6 +406,10 @@ def test_eval_transform_normalises_only():
         ({"crop_size": 0}, ValueError),
         ({"crop_size": (1, 2, 3)}, TypeError),
         ({"crop_size": 8, "scale_range": (2.0, 1.0)}, ValueError),
+        ({"crop_size": 8, "scale_range": (1.0, float("inf"))}, ValueError),  # issue 12 item 8: not at the first crop
+        ({"crop_size": 8, "scale_range": (float("nan"), 1.0)}, ValueError),
+        ({"crop_size": 8, "scale_range": (0.5, 1.0, 2.0)}, ValueError),
+        ({"crop_size": 8, "scale_range": ("0.5", 1.0)}, TypeError),
         ({"crop_size": 8, "flip_pairs": ((1, 1),)}, ValueError),
         ({"crop_size": 8, "flip_pairs": ((1, 2), (2, 3))}, ValueError),
         ({"crop_size": 8, "generator": 3}, TypeError),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cca._checks import positive_int
 from cca.data.common import (
     DataFileError,
     SegmentationDataset,
@@ -60,8 +61,8 @@ class CamVid(SegmentationDataset):
         super().__init__(root, split, transform, missing_labels)
         if split not in SPLITS:
             raise ValueError(f"CamVid split must be one of {SPLITS}, got {split!r}")
-        if clip_length is not None and (not isinstance(clip_length, int) or clip_length < 1):
-            raise ValueError(f"clip_length must be a positive int or None, got {clip_length!r}")
+        if clip_length is not None:
+            positive_int("clip_length", clip_length)
         require_dir(self.root, "CamVid root", LAYOUT)
         image_dir = require_dir(self.root / split, f"CamVid {split!r} frames", LAYOUT)
         label_dir = require_dir(self.root / f"{split}annot", f"CamVid {split!r} annotations", LAYOUT)

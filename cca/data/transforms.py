@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cca._checks import finite_number
 from cca.data.common import IGNORE_INDEX
 
 FlipPairs = Sequence[tuple[int, int]]
@@ -156,7 +157,9 @@ class TrainTransform(PairTransform):
 
     def __post_init__(self) -> None:
         self._crop = _pair(self.crop_size, "crop_size")
-        lo, hi = (float(v) for v in self.scale_range)
+        if len(self.scale_range) != 2:
+            raise ValueError(f"scale_range must be (low, high), got scale_range={self.scale_range!r}")
+        lo, hi = (finite_number(f"scale_range[{i}]", v) for i, v in enumerate(self.scale_range))
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
         self._scales = (lo, hi)
