@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_DTYPE_NAMES = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
+_DTYPE_NAMES = "float16, bfloat16, float32 or float64"  # the kernels dispatch exactly these
 
 
 def check_tensor(name: str, tensor, ndim: int, layout: str) -> None:
