@@ -27,7 +27,9 @@ def check_tensor(name: str, tensor, ndim: int, layout: str) -> None:
 def check_same(names: tuple[str, str], tensors: tuple[Tensor, Tensor]) -> None:
     (na, nb), (a, b) = names, tensors
     if a.device != b.device:
-        raise ValueError(f"{na} and {nb} must be on the same device, got {na}.device={a.device}, {nb}.device={b.device}")
+        raise ValueError(
+            f"{na} and {nb} must be on the same device, got {na}.device={a.device}, {nb}.device={b.device}"
+        )
     if a.dtype != b.dtype:
         raise TypeError(f"{na} and {nb} must have the same dtype, got {na}.dtype={a.dtype}, {nb}.dtype={b.dtype}")
 
@@ -48,7 +50,9 @@ def check_qkv(query, key, value, ndim: int) -> None:
     check_same(("query", "key"), (query, key))
     check_same(("query", "value"), (query, value))
     if key.shape != query.shape:
-        raise ValueError(f"key must have the shape of query, got key.shape={tuple(key.shape)}, query.shape={tuple(query.shape)}")
+        raise ValueError(
+            f"key must have the shape of query, got key.shape={tuple(key.shape)}, query.shape={tuple(query.shape)}"
+        )
     if value.shape[0] != query.shape[0] or value.shape[2:] != query.shape[2:]:
         raise ValueError(
             "value must match query in batch and spatial dims, got "
@@ -64,4 +68,6 @@ def check_attention(attention, value, ndim: int) -> None:
     spatial = value.shape[2:]
     expected = (value.shape[0], sum(spatial) - len(spatial) + 1, *spatial)
     if tuple(attention.shape) != expected:
-        raise ValueError(f"attention must have shape {expected} for value.shape={tuple(value.shape)}, got {tuple(attention.shape)}")
+        raise ValueError(
+            f"attention must have shape {expected} for value.shape={tuple(value.shape)}, got {tuple(attention.shape)}"
+        )

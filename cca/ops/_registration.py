@@ -9,8 +9,9 @@ A namespace holds eight ops (their schemas in ``csrc/ops.cpp``): ``ca_weight_{2d
   the backward needs, by ``ctx.needs_input_grad``) and forward mode (``torch.func.jvp``,
   ``torch.autograd.forward_ad``): each op is bilinear, so the tangent of ``f(a, b)`` is
   ``f(da, b) + f(a, db)``. ``torch.library.register_autograd`` has no forward mode (it would
-  return a zero tangent), hence the kernel of our own. Double backward and forward-over-reverse
-  through the ``*_backward`` ops raise ``NotImplementedError``.
+  return a zero tangent), hence the kernel of our own. Double backward (and forward mode) through
+  the ``*_backward`` ops raises ``NotImplementedError``; a backward that needs the first input's
+  gradient only runs the partner forward op, which stays differentiable.
 
 Namespaces: ``cca`` (the compiled kernels, registered by :mod:`cca.ops._extension` once the
 library is loaded) and any namespace made by :func:`define_reference_ops` (the reference's
@@ -30,7 +31,12 @@ from cca.ops import reference
 __all__ = ["OPS", "define_reference_ops", "register"]
 
 OPS = ("ca_weight_2d", "ca_map_2d", "ca_weight_3d", "ca_map_3d")
-_PARTNER = {"ca_weight_2d": "ca_map_2d", "ca_map_2d": "ca_weight_2d", "ca_weight_3d": "ca_map_3d", "ca_map_3d": "ca_weight_3d"}
+_PARTNER = {
+    "ca_weight_2d": "ca_map_2d",
+    "ca_map_2d": "ca_weight_2d",
+    "ca_weight_3d": "ca_map_3d",
+    "ca_map_3d": "ca_weight_3d",
+}
 
 _lock = threading.Lock()
 _libraries: dict[str, torch.library.Library] = {}  # kept alive: dropping one removes its registrations
@@ -160,10 +166,7 @@ def _autograd_kernel(op, setup_context, backward, jvp):
             out = forward(keyset, *primals)
         if tangents is None:
             return out
-        tangent = jvp(primals, tangents)
-        if isinstance(out, tuple):  # the *_backward ops: jvp raised already
-            raise AssertionError(f"no forward-mode AD for {name}")
-        return forward_ad.make_dual(out, tangent)
+        return forward_ad.make_dual(out, jvp(primals, tangents))  # (the *_backward ops' jvp raises)
 
     return kernel
 
