@@ -1,7 +1,7 @@
 """Criss-cross attention ops (2D and 3D) against a float64 reference, on both backends.
 
 The reference itself is checked against a pixel-by-pixel loop written from the paper's
-definition, so nothing here trusts ``cca.ops.reference`` blindly.
+definition (``test_ops_reference.py``), so nothing here trusts ``cca.ops.reference`` blindly.
 """
 
 from __future__ import annotations
@@ -101,83 +101,6 @@ def forward_backward(fn, inputs, grad_out):
     out = fn(*inputs)
     grads = torch.autograd.grad(out, inputs, grad_out.to(device=out.device, dtype=out.dtype))
     return out, grads
-
-
-# --------------------------------------------------------------------------- brute force
-def brute_positions(t: int, y: int, x: int, T: int, H: int, W: int) -> list[tuple[int, int, int]]:
-    """The criss-cross set of u = (t, y, x) in slot order: its row, the other pixels of its
-    column, then the other frames (u itself once, in the row)."""
-    positions = [(t, y, i) for i in range(W)]
-    positions += [(t, j, x) for j in range(H) if j != y]
-    positions += [(s, y, x) for s in range(T) if s != t]
-    return positions
-
-
-def brute_force(query, key, value, attention=None):
-    """Pixel-by-pixel criss-cross attention on (N, C, T, H, W) float64 volumes.
-
-    Returns the affinity, the softmaxed attention and the output; with ``attention`` given, the
-    output aggregates ``value`` with it instead of the softmax."""
-    n_batch, _, T, H, W = query.shape
-    length = W + H - 1 + T - 1
-    energy = torch.zeros(n_batch, length, T, H, W, dtype=torch.float64)
-    out = torch.zeros(value.shape, dtype=torch.float64)
-    for n in range(n_batch):
-        for t in range(T):
-            for y in range(H):
-                for x in range(W):
-                    positions = brute_positions(t, y, x, T, H, W)
-                    assert len(positions) == length and len(set(positions)) == length
-                    for i, (s, j, k) in enumerate(positions):
-                        energy[n, i, t, y, x] = (query[n, :, t, y, x] * key[n, :, s, j, k]).sum()
-                    weights = (
-                        torch.softmax(energy[n, :, t, y, x], dim=0) if attention is None else attention[n, :, t, y, x]
-                    )
-                    for i, (s, j, k) in enumerate(positions):
-                        out[n, :, t, y, x] += weights[i] * value[n, :, s, j, k]
-    return energy, torch.softmax(energy, dim=1), out
-
-
-@pytest.mark.parametrize("shape", [(1, 2, 3, 3, 4), (2, 3, 2, 1, 3), (1, 1, 1, 4, 1), (1, 2, 2, 1, 1)], ids=shape_id)
-def test_reference_2d_matches_brute_force(make_tensor, shape):
-    n, cq, c, h, w = shape
-    q, k = make_tensor((n, cq, h, w)), make_tensor((n, cq, h, w))
-    v, a = make_tensor((n, c, h, w)), make_tensor((n, h + w - 1, h, w))
-    energy, attention, out = brute_force(q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2))
-    *_, out_given_a = brute_force(q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2), a.unsqueeze(2))
-
-    torch.testing.assert_close(reference.ca_weight_2d(q, k), energy.squeeze(2), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(reference.ca_map_2d(a, v), out_given_a.squeeze(2), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(reference.criss_cross_attention_2d(q, k, v), out.squeeze(2), rtol=1e-12, atol=1e-12)
-    assert attention.shape == (n, h + w - 1, 1, h, w)
-
-
-@pytest.mark.parametrize(
-    "shape", [(1, 2, 3, 3, 2, 4), (2, 1, 2, 1, 3, 2), (1, 2, 1, 4, 1, 1), (1, 3, 2, 2, 3, 3)], ids=shape_id
-)
-def test_reference_3d_matches_brute_force(make_tensor, shape):
-    n, cq, c, t, h, w = shape
-    q, k = make_tensor((n, cq, t, h, w)), make_tensor((n, cq, t, h, w))
-    v, a = make_tensor((n, c, t, h, w)), make_tensor((n, t + h + w - 2, t, h, w))
-    energy, _, out = brute_force(q, k, v)
-    *_, out_given_a = brute_force(q, k, v, a)
-
-    torch.testing.assert_close(reference.ca_weight_3d(q, k), energy, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(reference.ca_map_3d(a, v), out_given_a, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(reference.criss_cross_attention_3d(q, k, v), out, rtol=1e-12, atol=1e-12)
-
-
-def test_brute_force_counts_self_once():
-    """With all keys equal, every slot gets the same weight 1 / (H + W - 1): u is not doubled."""
-    q, k = torch.ones(1, 1, 1, 3, 4, dtype=torch.float64), torch.ones(1, 1, 1, 3, 4, dtype=torch.float64)
-    v = torch.zeros(1, 1, 1, 3, 4, dtype=torch.float64)
-    v[0, 0, 0, 1, 2] = 1.0  # only u = (1, 2) has value 1
-    _, attention, out = brute_force(q, k, v)
-    torch.testing.assert_close(attention, torch.full_like(attention, 1 / 6))
-    assert out[0, 0, 0, 1, 2].item() == pytest.approx(1 / 6)  # u sees itself once
-    assert out[0, 0, 0, 0, 2].item() == pytest.approx(1 / 6)  # column neighbour sees u once
-    assert out[0, 0, 0, 0, 0].item() == 0.0  # not in u's row or column
-    torch.testing.assert_close(reference.criss_cross_attention_3d(q, k, v), out)
 
 
 # --------------------------------------------------------------------------- against float64

@@ -15,6 +15,7 @@ from cca.ops import (
     criss_cross_attention_map,
     criss_cross_attention_map_3d,
 )
+from cca.ops.reference import position_softmax
 
 __all__ = [
     "DIRECTIONS",
@@ -31,12 +32,6 @@ DIRECTIONS = ("both", "horizontal", "vertical")
 
 def _reduced(in_channels: int, reduction: int) -> int:
     return max(1, positive_int("in_channels", in_channels) // positive_int("reduction", reduction))
-
-
-def _softmax(energy: Tensor) -> Tensor:
-    if energy.dtype in (torch.float16, torch.bfloat16):
-        return torch.softmax(energy.float(), dim=1).to(energy.dtype)
-    return torch.softmax(energy, dim=1)
 
 
 class CrissCrossAttention(nn.Module):
@@ -131,7 +126,7 @@ class DirectionalAttention(CrissCrossAttention):
     def _map(self, query: Tensor, key: Tensor) -> Tensor:
         energy = ca_weight(query, key)
         keep = directional_mask(self.direction, query.shape[2], query.shape[3], device=query.device)
-        return _softmax(energy.masked_fill(~keep, float("-inf")))
+        return position_softmax(energy.masked_fill(~keep, float("-inf")))
 
     def _attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         return ca_map(self._map(query, key), value)

@@ -3,7 +3,8 @@
 Order: an ahead-of-time build (``nox -s build`` puts ``cca/_C*.so`` beside the package) that is
 newer than every source file; else a JIT build with :func:`torch.utils.cpp_extension.load`,
 cached in :func:`cca._env.cache_dir`. The library is loaded only for its ``TORCH_LIBRARY``
-registrations (``torch.ops.cca.*``). When nothing can be loaded the package keeps working on the
+registrations (``torch.ops.cca.*``), then :func:`cca.ops._registration.register` adds their fake
+implementations and autograd. When nothing can be loaded the package keeps working on the
 pure-PyTorch reference and says so once.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from cca import _env
+from cca.ops import _registration
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CSRC_CANDIDATES = (PACKAGE_DIR / "csrc", PACKAGE_DIR.parent / "csrc")
@@ -129,9 +131,7 @@ def load() -> bool:
                 stacklevel=3,
             )
         if _state["loaded"]:
-            from cca.ops import criss_cross  # registers fake impls and autograd once
-
-            criss_cross._register_python_parts()
+            _registration.register("cca")  # fake impls and autograd of torch.ops.cca.*, once
         return _state["loaded"]
 
 
