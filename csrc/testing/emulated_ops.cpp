@@ -1,0 +1,147 @@
+// Test-only extension: the CUDA kernels of csrc/cuda/kernels.h, compiled as ordinary C++ under
+// cuda_emulation.h, registered as CPU ops torch.ops.cca_cuda_emulated.* with the schemas of
+// torch.ops.cca.* (float32, float64, float16, bfloat16), composed by the same ops_composition.h
+// and sized by the same launch_config.h as the real launchers (csrc/cuda/criss_cross_cuda.cu).
+// Built just in time by tests/cuda_emulation.py; not part of the package or the wheel.
+//
+// Differences from the CUDA launchers, on purpose: the outputs are filled with NaN before the
+// launch (at::empty there), so an element that no thread of the grid writes shows up; the block
+// count can be capped (set_max_blocks) so that the grid-stride loop runs with each thread covering
+// many elements; the last launch's blocks and threads are kept (last_launch).
+#include "testing/cuda_emulation.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/full.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <limits>
+#include <vector>
+
+#include "criss_cross.h"
+#include "cuda/kernels.h"
+#include "cuda/launch_config.h"
+#include "cuda/ops_composition.h"
+
+namespace cca {
+namespace {
+
+std::atomic<int64_t> g_max_blocks{kMaxBlocks};
+std::atomic<int64_t> g_last_blocks{0}, g_last_threads{0}, g_last_total{0};
+
+at::Tensor poisoned(at::IntArrayRef sizes, const at::Tensor& like) {
+  return at::full(sizes, std::numeric_limits<double>::quiet_NaN(), like.options());
+}
+
+template <typename Kernel, typename... Args>
+void launch(int64_t total, Kernel kernel, Args&&... args) {
+  const dim3 grid(static_cast<unsigned int>(grid_blocks(total, g_max_blocks.load())));
+  const cca_emulation::LaunchStats stats = cca_emulation::emulate_launch(grid, dim3(kThreads), kernel, total, args...);
+  g_last_blocks = stats.blocks;
+  g_last_threads = stats.threads;
+  g_last_total = total;
+}
+
+struct EmulatedBackend {
+  struct Guard {
+    explicit Guard(c10::Device) {}
+  };
+
+  static void check_device(const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.is_cpu(), name, " must be a CPU tensor for the emulated CUDA kernel, got device ", t.device());
+  }
+
+  static at::Tensor weight_fwd(const at::Tensor& a, const at::Tensor& b) {
+    const int64_t N = a.size(0), C = a.size(1), T = a.size(2), H = a.size(3), W = a.size(4);
+    const int64_t L = cross_length(T, H, W);
+    at::Tensor w = poisoned({N, L, T, H, W}, a);
+    const int64_t total = w.numel();
+    if (total == 0) {
+      return w;
+    }
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "cca_weight_fwd_emulated", [&] {
+      launch(total, &weight_fwd_kernel<scalar_t>, a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(),
+             w.mutable_data_ptr<scalar_t>(), C, T, H, W, L);
+    });
+    return w;
+  }
+
+  static at::Tensor map_fwd(const at::Tensor& w, const at::Tensor& v) {
+    const int64_t C = v.size(1), T = v.size(2), H = v.size(3), W = v.size(4);
+    const int64_t L = cross_length(T, H, W);
+    at::Tensor out = poisoned(v.sizes(), v);
+    const int64_t total = out.numel();
+    if (total == 0) {
+      return out;
+    }
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "cca_map_fwd_emulated", [&] {
+      launch(total, &map_fwd_kernel<scalar_t>, w.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
+             out.mutable_data_ptr<scalar_t>(), C, T, H, W, L);
+    });
+    return out;
+  }
+
+  static at::Tensor map_bwd_v(const at::Tensor& w, const at::Tensor& g) {
+    const int64_t C = g.size(1), T = g.size(2), H = g.size(3), W = g.size(4);
+    const int64_t L = cross_length(T, H, W);
+    at::Tensor dv = poisoned(g.sizes(), g);
+    const int64_t total = dv.numel();
+    if (total == 0) {
+      return dv;
+    }
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "cca_map_bwd_v_emulated", [&] {
+      launch(total, &map_bwd_v_kernel<scalar_t>, w.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
+             dv.mutable_data_ptr<scalar_t>(), C, T, H, W, L);
+    });
+    return dv;
+  }
+};
+
+using EmulatedOps = CrissCrossOps<EmulatedBackend>;
+
+// Cap on the blocks of every later launch (kMaxBlocks restores the real launchers' value); returns the old cap.
+int64_t set_max_blocks(int64_t max_blocks) {
+  TORCH_CHECK(max_blocks >= 1, "max_blocks must be a positive block count, got ", max_blocks);
+  return g_max_blocks.exchange(max_blocks);
+}
+
+// [blocks, threads, total elements] of the last emulated launch.
+std::vector<int64_t> last_launch() {
+  return {g_last_blocks.load(), g_last_threads.load(), g_last_total.load()};
+}
+
+// [kThreads, kMaxBlocks, grid_blocks(total, max_blocks)]: the launch configuration code itself.
+std::vector<int64_t> launch_config(int64_t total, int64_t max_blocks) {
+  TORCH_CHECK(total >= 1, "total must be a positive element count, got ", total);
+  TORCH_CHECK(max_blocks >= 1, "max_blocks must be a positive block count, got ", max_blocks);
+  return {kThreads, kMaxBlocks, grid_blocks(total, max_blocks)};
+}
+
+}  // namespace
+}  // namespace cca
+
+TORCH_LIBRARY(cca_cuda_emulated, m) {
+  m.def("ca_weight_2d(Tensor query, Tensor key) -> Tensor");
+  m.def("ca_weight_2d_backward(Tensor grad, Tensor query, Tensor key) -> (Tensor, Tensor)");
+  m.def("ca_map_2d(Tensor attention, Tensor value) -> Tensor");
+  m.def("ca_map_2d_backward(Tensor grad, Tensor attention, Tensor value) -> (Tensor, Tensor)");
+  m.def("ca_weight_3d(Tensor query, Tensor key) -> Tensor");
+  m.def("ca_weight_3d_backward(Tensor grad, Tensor query, Tensor key) -> (Tensor, Tensor)");
+  m.def("ca_map_3d(Tensor attention, Tensor value) -> Tensor");
+  m.def("ca_map_3d_backward(Tensor grad, Tensor attention, Tensor value) -> (Tensor, Tensor)");
+  m.def("set_max_blocks(int max_blocks) -> int", &cca::set_max_blocks);
+  m.def("last_launch() -> int[]", &cca::last_launch);
+  m.def("launch_config(int total, int max_blocks) -> int[]", &cca::launch_config);
+}
+
+TORCH_LIBRARY_IMPL(cca_cuda_emulated, CPU, m) {
+  m.impl("ca_weight_2d", &cca::EmulatedOps::ca_weight_2d);
+  m.impl("ca_weight_2d_backward", &cca::EmulatedOps::ca_weight_2d_backward);
+  m.impl("ca_map_2d", &cca::EmulatedOps::ca_map_2d);
+  m.impl("ca_map_2d_backward", &cca::EmulatedOps::ca_map_2d_backward);
+  m.impl("ca_weight_3d", &cca::EmulatedOps::ca_weight_3d);
+  m.impl("ca_weight_3d_backward", &cca::EmulatedOps::ca_weight_3d_backward);
+  m.impl("ca_map_3d", &cca::EmulatedOps::ca_map_3d);
+  m.impl("ca_map_3d_backward", &cca::EmulatedOps::ca_map_3d_backward);
+}
