@@ -112,7 +112,7 @@ def axial_sdpa(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
 
     def lines(t: Tensor, along_rows: bool) -> Tensor:  # (N, C, H, W) -> (N*H, 1, W, C) or (N*W, 1, H, C)
         t = t.permute(0, 2, 3, 1) if along_rows else t.permute(0, 3, 2, 1)
-        return t.reshape(-1, 1, t.shape[2], t.shape[3])
+        return t.reshape(-1, 1, t.shape[2], t.shape[3]).contiguous()  # the fused kernels want a dense last dim
 
     out_r, lse_r = _attention_with_lse(lines(query, True), lines(key, True), lines(value, True))
     out_c, lse_c = _attention_with_lse(lines(query, False), lines(key, False), lines(value, False))

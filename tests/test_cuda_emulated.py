@@ -15,11 +15,11 @@ or races if a kernel ever had them, speed) stays in ``TestCuda``.
 
 from __future__ import annotations
 
+import cuda_emulation
 import pytest
 import torch
 from test_cuda import CUDA_SHAPES, DTYPES, OP_NAMES, as_tuple, dim_of, op_inputs, reference_op, strided_copy
 
-import cuda_emulation
 from cca.ops import _extension, reference
 
 
