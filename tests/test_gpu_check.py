@@ -102,3 +102,23 @@ def test_axial_sdpa_forward_matches_reference(make_tensor, check_close, shape, d
     out = gpu_bench.axial_sdpa(q.to(dtype), k.to(dtype), v.to(dtype))
     assert out.dtype == dtype and out.shape == v.shape
     check_close(out, reference.criss_cross_attention_2d(q, k, v))
+
+
+def test_report_renders_results(tmp_path):
+    """reports/gpu.md from (made-up, clearly fake) step results: device named, ratios, roofline, CSVs."""
+    bench = [
+        {"formulation": name, "size": "97x97", "dtype": "float32", "error": "", "forward_ms": ms,
+         "forward_backward_ms": 3 * ms, "peak_mib": 10.0}
+        for name, ms in (("ours", 1.0), ("einsum", 4.0), ("axial_sdpa", 2.0))
+    ]
+    results = {"bench": bench, "efficiency": [{"run": "rcca", "peak_memory_mib": 5.0}]}
+    steps = [{"step": "build", "status": "ok", "elapsed_s": 1.0, "budget_s": 180, "detail": "test"}]
+    prov = {"command": "test", "time_utc": "now", "hardware": "FAKE H200 (test)", "commit": "abc"}
+    path = gpu_check.write_report(results, steps, "full", 12.0, "FAKE H200 (test)", prov, tmp_path / "gpu.md")
+    text = path.read_text()
+    assert "CUDA check on FAKE H200 (test)" in text and "H200_us" in text and "A100_us" not in text
+    frame = __import__("pandas").read_csv(tmp_path / "gpu.csv")
+    assert list(frame.forward_x_ours) == [1.0, 4.0, 2.0]
+    assert list(frame.forward_backward_x_ours) == [1.0, 4.0, 2.0]
+    for name in ("gpu_roofline.csv", "gpu_efficiency.csv", "gpu_steps.csv"):
+        assert (tmp_path / name).is_file()
