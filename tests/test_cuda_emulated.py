@@ -239,3 +239,19 @@ def test_opcheck(emulated, make_tensor, name):
     if not name.endswith("_backward"):
         inputs = [t.requires_grad_(True) for t in inputs]
     torch.library.opcheck(getattr(emulated, name), tuple(inputs))
+
+
+# ---------------------------------------------------------------- the emulation itself
+@pytest.mark.parametrize("grid, block", [((3, 1, 1), (4, 1, 1)), ((2, 3, 2), (3, 2, 2)), ((1, 1, 1), (1024, 1, 1))])
+def test_every_thread_of_the_grid_runs_once(emulated, grid, block):
+    """``emulate_launch`` runs each (blockIdx, threadIdx) of a 3D grid exactly once, with the built-ins set."""
+    seen = emulated.record_builtins(list(grid), list(block))
+    expected = torch.cartesian_prod(*(torch.arange(n) for n in (*grid, *block))).reshape(-1, 6)
+    assert torch.equal(torch.unique(seen, dim=0), torch.unique(expected, dim=0))
+    assert seen.shape[0] == expected.shape[0] == torch.unique(seen, dim=0).shape[0]
+
+
+def test_a_barrier_is_refused_not_run_wrong(emulated):
+    """Threads run to completion one after another, so ``__syncthreads()`` cannot be honoured: it raises."""
+    with pytest.raises(RuntimeError, match=r"__syncthreads\(\) is not modelled"):
+        emulated.launch_barrier_kernel()

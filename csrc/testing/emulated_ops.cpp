@@ -118,6 +118,44 @@ std::vector<int64_t> launch_config(int64_t total, int64_t max_blocks) {
   return {kThreads, kMaxBlocks, grid_blocks(total, max_blocks)};
 }
 
+// ------------------------------------------------------------------ checks of the emulation itself
+// Each thread writes its (blockIdx, threadIdx) to its own row of `out` (grid * block rows of 6).
+__global__ void record_builtins_kernel(int64_t* out) {
+  const int64_t block = (static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  const int64_t thread = (static_cast<int64_t>(threadIdx.z) * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+  int64_t* row = out + 6 * (block * blockDim.x * blockDim.y * blockDim.z + thread);
+  row[0] = blockIdx.x;
+  row[1] = blockIdx.y;
+  row[2] = blockIdx.z;
+  row[3] = threadIdx.x;
+  row[4] = threadIdx.y;
+  row[5] = threadIdx.z;
+}
+
+__global__ void barrier_kernel() {
+  __syncthreads();
+}
+
+// The built-ins seen by every thread of a (grid, block) launch: (blocks * threads, 6) int64.
+at::Tensor record_builtins(at::IntArrayRef grid, at::IntArrayRef block) {
+  TORCH_CHECK(grid.size() == 3 && block.size() == 3, "grid and block must have 3 sizes (x, y, z), got ", grid,
+              " and ", block);
+  const int64_t rows = grid[0] * grid[1] * grid[2] * block[0] * block[1] * block[2];
+  at::Tensor out = at::full({rows, 6}, -1, at::kLong);
+  cca_emulation::emulate_launch(dim3(grid[0], grid[1], grid[2]), dim3(block[0], block[1], block[2]),
+                                &record_builtins_kernel, out.mutable_data_ptr<int64_t>());
+  return out;
+}
+
+// A kernel with a barrier: the emulation must refuse it, not run it wrong.
+void launch_barrier_kernel() {
+  try {
+    cca_emulation::emulate_launch(dim3(1), dim3(2), &barrier_kernel);
+  } catch (const std::logic_error& error) {
+    TORCH_CHECK(false, error.what());
+  }
+}
+
 }  // namespace
 }  // namespace cca
 
@@ -133,6 +171,8 @@ TORCH_LIBRARY(cca_cuda_emulated, m) {
   m.def("set_max_blocks(int max_blocks) -> int", &cca::set_max_blocks);
   m.def("last_launch() -> int[]", &cca::last_launch);
   m.def("launch_config(int total, int max_blocks) -> int[]", &cca::launch_config);
+  m.def("record_builtins(int[] grid, int[] block) -> Tensor", &cca::record_builtins);
+  m.def("launch_barrier_kernel() -> ()", &cca::launch_barrier_kernel);
 }
 
 TORCH_LIBRARY_IMPL(cca_cuda_emulated, CPU, m) {
