@@ -79,8 +79,8 @@ def step_build(remaining_s: float, mode: str) -> tuple[str, str]:
     from cca.ops import _extension
 
     lib = _extension._aot_library()
-    if lib is not None and "cuda" in _run([sys.executable, "-c", "from cca.ops import _extension as e; "
-                                           "print('cuda' if e.has_kernel('cuda') else 'cpu')"], 60)[1]:
+    probe = "from cca.ops import _extension as e; print('CCA_CUDA_KERNELS', e.has_kernel('cuda'))"
+    if lib is not None and "CCA_CUDA_KERNELS True" in _run([sys.executable, "-c", probe], 60)[1]:
         return "ok", f"up to date: {lib.name}"
     major, minor = torch.cuda.get_device_capability()
     env = {"CCA_BUILD_EXT": "1", "FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": f"{major}.{minor}",
