@@ -29,6 +29,7 @@ HEADERS = (
     CSRC / "cuda" / "kernels.h",
     CSRC / "cuda" / "launch_config.h",
     CSRC / "cuda" / "ops_composition.h",
+    CSRC / "cuda" / "primitives.h",
     CSRC / "criss_cross.h",
     CSRC / "checks.h",
 )

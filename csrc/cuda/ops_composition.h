@@ -7,7 +7,7 @@
 // 2D tensors (N, C, H, W) run as (N, C, 1, H, W).
 //
 // Backend provides: Guard (constructed from the device of the inputs, held while kernels run),
-// check_device(tensor, name), and weight_fwd / map_fwd / map_bwd_v on contiguous tensors.
+// check_device(tensor, name), and what primitives.h needs (new_output, launch).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -15,19 +15,21 @@
 #include <tuple>
 
 #include "checks.h"
+#include "cuda/primitives.h"
 
 namespace cca {
 
 template <typename Backend>
 struct CrissCrossOps {
   using Pair = std::tuple<at::Tensor, at::Tensor>;
+  using P = Primitives<Backend>;
 
   // query/key (N, C', T, H, W) -> (N, L, T, H, W)
   static at::Tensor ca_weight_3d(const at::Tensor& query, const at::Tensor& key) {
     check_weight_inputs(query, key);
     Backend::check_device(query, "query");
     const typename Backend::Guard guard(query.device());
-    return Backend::weight_fwd(query.contiguous(), key.contiguous());
+    return P::weight_fwd(query.contiguous(), key.contiguous());
   }
 
   static Pair ca_weight_3d_backward(const at::Tensor& grad, const at::Tensor& query, const at::Tensor& key) {
@@ -36,7 +38,7 @@ struct CrissCrossOps {
     check_weight_grad(grad, query);
     const typename Backend::Guard guard(query.device());
     const at::Tensor dw = grad.contiguous();
-    return {Backend::map_fwd(dw, key.contiguous()), Backend::map_bwd_v(dw, query.contiguous())};
+    return {P::map_fwd(dw, key.contiguous()), P::map_bwd_v(dw, query.contiguous())};
   }
 
   // attention (N, L, T, H, W), value (N, C, T, H, W) -> (N, C, T, H, W)
@@ -44,7 +46,7 @@ struct CrissCrossOps {
     check_map_inputs(attention, value);
     Backend::check_device(value, "value");
     const typename Backend::Guard guard(value.device());
-    return Backend::map_fwd(attention.contiguous(), value.contiguous());
+    return P::map_fwd(attention.contiguous(), value.contiguous());
   }
 
   static Pair ca_map_3d_backward(const at::Tensor& grad, const at::Tensor& attention, const at::Tensor& value) {
@@ -53,7 +55,7 @@ struct CrissCrossOps {
     check_grad(grad, value, "value");
     const typename Backend::Guard guard(value.device());
     const at::Tensor dout = grad.contiguous();
-    return {Backend::weight_fwd(dout, value.contiguous()), Backend::map_bwd_v(attention.contiguous(), dout)};
+    return {P::weight_fwd(dout, value.contiguous()), P::map_bwd_v(attention.contiguous(), dout)};
   }
 
   static at::Tensor ca_weight_2d(const at::Tensor& query, const at::Tensor& key) {

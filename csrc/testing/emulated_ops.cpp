@@ -1,7 +1,8 @@
 // Test-only extension: the CUDA kernels of csrc/cuda/kernels.h, compiled as ordinary C++ under
 // cuda_emulation.h, registered as CPU ops torch.ops.cca_cuda_emulated.* with the schemas of
-// torch.ops.cca.* (float32, float64, float16, bfloat16), composed by the same ops_composition.h
-// and sized by the same launch_config.h as the real launchers (csrc/cuda/criss_cross_cuda.cu).
+// torch.ops.cca.* (float32, float64, float16, bfloat16). Kernel arguments (primitives.h), op
+// composition (ops_composition.h) and grid size (launch_config.h) are the same code as in the
+// real launchers (csrc/cuda/criss_cross_cuda.cu); only the backend below differs.
 // Built just in time by tests/cuda_emulation.py; not part of the package or the wheel.
 //
 // Differences from the CUDA launchers, on purpose: the outputs are filled with NaN before the
@@ -10,7 +11,6 @@
 // many elements; the last launch's blocks and threads are kept (last_launch).
 #include "testing/cuda_emulation.h"
 
-#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/full.h>
 #include <torch/library.h>
@@ -30,19 +30,6 @@ namespace {
 std::atomic<int64_t> g_max_blocks{kMaxBlocks};
 std::atomic<int64_t> g_last_blocks{0}, g_last_threads{0}, g_last_total{0};
 
-at::Tensor poisoned(at::IntArrayRef sizes, const at::Tensor& like) {
-  return at::full(sizes, std::numeric_limits<double>::quiet_NaN(), like.options());
-}
-
-template <typename Kernel, typename... Args>
-void launch(int64_t total, Kernel kernel, Args&&... args) {
-  const dim3 grid(static_cast<unsigned int>(grid_blocks(total, g_max_blocks.load())));
-  const cca_emulation::LaunchStats stats = cca_emulation::emulate_launch(grid, dim3(kThreads), kernel, total, args...);
-  g_last_blocks = stats.blocks;
-  g_last_threads = stats.threads;
-  g_last_total = total;
-}
-
 struct EmulatedBackend {
   struct Guard {
     explicit Guard(c10::Device) {}
@@ -52,49 +39,19 @@ struct EmulatedBackend {
     TORCH_CHECK(t.is_cpu(), name, " must be a CPU tensor for the emulated CUDA kernel, got device ", t.device());
   }
 
-  static at::Tensor weight_fwd(const at::Tensor& a, const at::Tensor& b) {
-    const int64_t N = a.size(0), C = a.size(1), T = a.size(2), H = a.size(3), W = a.size(4);
-    const int64_t L = cross_length(T, H, W);
-    at::Tensor w = poisoned({N, L, T, H, W}, a);
-    const int64_t total = w.numel();
-    if (total == 0) {
-      return w;
-    }
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "cca_weight_fwd_emulated", [&] {
-      launch(total, &weight_fwd_kernel<scalar_t>, a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(),
-             w.mutable_data_ptr<scalar_t>(), C, T, H, W, L);
-    });
-    return w;
+  // NaN where the CUDA launcher has at::empty: an element that no thread writes shows up.
+  static at::Tensor new_output(at::IntArrayRef sizes, const at::Tensor& like) {
+    return at::full(sizes, std::numeric_limits<double>::quiet_NaN(), like.options());
   }
 
-  static at::Tensor map_fwd(const at::Tensor& w, const at::Tensor& v) {
-    const int64_t C = v.size(1), T = v.size(2), H = v.size(3), W = v.size(4);
-    const int64_t L = cross_length(T, H, W);
-    at::Tensor out = poisoned(v.sizes(), v);
-    const int64_t total = out.numel();
-    if (total == 0) {
-      return out;
-    }
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "cca_map_fwd_emulated", [&] {
-      launch(total, &map_fwd_kernel<scalar_t>, w.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
-             out.mutable_data_ptr<scalar_t>(), C, T, H, W, L);
-    });
-    return out;
-  }
-
-  static at::Tensor map_bwd_v(const at::Tensor& w, const at::Tensor& g) {
-    const int64_t C = g.size(1), T = g.size(2), H = g.size(3), W = g.size(4);
-    const int64_t L = cross_length(T, H, W);
-    at::Tensor dv = poisoned(g.sizes(), g);
-    const int64_t total = dv.numel();
-    if (total == 0) {
-      return dv;
-    }
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "cca_map_bwd_v_emulated", [&] {
-      launch(total, &map_bwd_v_kernel<scalar_t>, w.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
-             dv.mutable_data_ptr<scalar_t>(), C, T, H, W, L);
-    });
-    return dv;
+  // kernel(total, args...) over the grid of the CUDA launcher (block count capped by set_max_blocks).
+  template <typename Kernel, typename... Args>
+  static void launch(int64_t total, Kernel kernel, Args... args) {
+    const dim3 grid(static_cast<unsigned int>(grid_blocks(total, g_max_blocks.load())));
+    const cca_emulation::LaunchStats stats = cca_emulation::emulate_launch(grid, dim3(kThreads), kernel, total, args...);
+    g_last_blocks = stats.blocks;
+    g_last_threads = stats.threads;
+    g_last_total = total;
   }
 };
 
