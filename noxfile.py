@@ -82,6 +82,18 @@ def build_cuda(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def cuda_emulation(session: nox.Session) -> None:
+    """The CUDA kernels' own source run on the CPU (csrc/testing/cuda_emulation.h): their numerical tests, no GPU needed."""
+    _run(session, "-m", "pytest", "tests/test_cuda_emulated.py", *(session.posargs or ["-q"]))
+
+
+@nox.session(default=False)
+def gpu_check(session: nox.Session) -> None:
+    """On a CUDA machine: build, CUDA tests, operator benchmark, table 5 on CUDA -> reports/gpu.md (<= 8 min; --quick, --dry-run)."""
+    _run(session, "experiments/gpu_check.py", *session.posargs)
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """pytest-benchmark: operator and module benchmarks at the paper's setting."""
     _run(session, "-m", "pytest", "tests/benchmarks", "--benchmark-only", *session.posargs)

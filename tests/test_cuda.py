@@ -11,6 +11,10 @@ Two parts:
 * ``TestCuda`` (``@pytest.mark.cuda``, skipped without a GPU): every op on CUDA in float64,
   float32, float16 and bfloat16 against the float64 reference, gradcheck, layouts, CPU/CUDA
   agreement, device errors, determinism, streams, CUDA graphs and ``torch.compile``.
+
+The numerical tests of ``TestCuda`` also run without a GPU, on the kernels' own source emulated on
+the CPU: ``tests/test_cuda_emulated.py`` (``nox -s cuda_emulation``). On a GPU machine,
+``nox -s gpu_check`` runs this file and benchmarks the operator.
 """
 
 from __future__ import annotations
