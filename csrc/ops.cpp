@@ -1,6 +1,6 @@
 // Schemas of the cca custom ops. Kernels are registered per backend in cpu/ and cuda/;
 // fake (meta) implementations and autograd are registered from Python
-// (cca/ops/criss_cross.py).
+// (cca/ops/_registration.py).
 #include <torch/library.h>
 
 TORCH_LIBRARY(cca, m) {

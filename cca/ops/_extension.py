@@ -50,7 +50,12 @@ def _newest_source_mtime() -> float:
     root = csrc_dir()
     if root is None:
         return 0.0
-    return max(p.stat().st_mtime for p in root.rglob("*") if p.suffix in (".cpp", ".cu", ".h"))
+    testing = root / "testing"  # test-only sources (the CUDA emulation): not part of the shipped library
+    return max(
+        p.stat().st_mtime
+        for p in root.rglob("*")
+        if p.suffix in (".cpp", ".cu", ".h", ".cuh") and testing not in p.parents
+    )
 
 
 def _aot_library() -> Path | None:
