@@ -117,7 +117,7 @@ LIP = derive(
 # 360x480 (the SegNet release's full frame), clips of 3, batch 8, 20k iterations; whole-frame evaluation.
 CAMVID = derive(
     CITYSCAPES, VideoConfig, name="ccnet3d_r101-d8_4xb2-20k_camvid-360x480", model="ccnet3d", clip_length=3,
-    dataset="camvid", data_root="data/camvid", crop_size=(360, 480), iterations=20000, eval_every=0,
+    dataset="camvid", data_root="data/camvid", synthetic_size=(48, 64), crop_size=(360, 480), iterations=20000, eval_every=0,
     eval_mode="whole", eval_crop=None,
 )
 
@@ -125,7 +125,8 @@ CAMVID = derive(
 # batch 16 (8 GPUs x 2), 90k iterations, lr 0.02, x0.1 at 60k and 80k, 1k warm-up steps from 0.001.
 COCO = derive(
     CITYSCAPES, DetectionConfig, name="mask-rcnn-rcca_r50-fpn_8xb2-90k_coco", model="mask_rcnn", backbone="resnet50",
-    rcca=True, min_size=800, max_size=1333, dataset="coco", data_root="data/coco", batch_size=16, iterations=90000,
+    rcca=True, min_size=800, max_size=1333, dataset="coco", data_root="data/coco", synthetic_num_val=4,
+    synthetic_size=(64, 80), batch_size=16, iterations=90000,
     lr=0.02, lr_steps=(60000, 80000), lr_gamma=0.1, warmup_iters=1000, warmup_ratio=0.001, log_every=20,
     eval_every=0, eval_mode="whole", eval_crop=None,
 )
