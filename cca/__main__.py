@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0") or 0)
+    from cca.engine.runtime import quiet_cpu_toolchain_notice
+
+    quiet_cpu_toolchain_notice()
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
     return args._command.run(args, args._parser)
 

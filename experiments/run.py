@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from cca.engine.runtime import quiet_cpu_toolchain_notice
+
+    quiet_cpu_toolchain_notice()
     if Path.cwd().resolve() != ROOT:  # keep user paths valid after moving to the repository root
         for name in ("data_root", "pretrained", "runs_dir", "reports_dir"):
             value = getattr(args, name)

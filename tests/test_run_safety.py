@@ -156,3 +156,21 @@ def test_ctrl_c_prints_one_line(data_root, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "interrupted at iteration 3; run the same command with --resume to resume"
     assert not any("Traceback" in line for line in err)
+
+
+def test_cli_run_on_cpu_prints_percent_and_no_cuda_notice(data_root, tmp_path):
+    """`cca train` on a CPU machine: no "No CUDA runtime is found" line; mIoU printed in percent."""
+    import os
+    import subprocess
+    import sys
+
+    path = save_config(tiny(data_root, tmp_path / "run", "iterations=1"), tmp_path / "c.json")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    out = subprocess.run([sys.executable, "-m", "cca", "train", "--config", str(path)], capture_output=True,
+                         text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "No CUDA runtime is found" not in out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "best_miou" not in summary and 0.0 <= summary["final_miou_pct"] <= 100.0
+    final = json.loads((tmp_path / "run" / "metrics.json").read_text())["miou"]
+    assert summary["final_miou_pct"] == pytest.approx(100.0 * final, abs=0.01)
