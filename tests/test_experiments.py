@@ -161,6 +161,22 @@ def test_smoke_rows_are_labelled_with_their_real_backbone(env):
     assert "ResNet-101" in common.row_label(table.rows[0], full)
 
 
+def test_curves_and_settings_say_what_ran(env, monkeypatch):
+    from cca.reports import plots
+
+    titles = []
+    real = plots.plot_training_curves
+    monkeypatch.setattr(plots, "plot_training_curves", lambda *a, **k: titles.append(k["title"]) or real(*a, **k))
+    common.run_table(fake_table(), env)
+    assert titles and all("(smoke" in t for t in titles)
+    from experiments.report import _settings_text
+
+    text = _settings_text(run.tables()[2])
+    assert "| pretrained | ImageNet weights (as the paper" in text and "pretrained | None" not in text
+    index = (env.reports_dir / "README.md").read_text()
+    assert "`nox -s report`" in index and "(python -m cca.reports.index)" not in index
+
+
 def test_interrupted_row_resumes_in_place_and_changed_settings_start_over(env):
     table = fake_table((common.Row("broken", "Broken row"),))
     common.run_table(table, env)
@@ -292,6 +308,13 @@ def test_table_smoke_path_writes_its_report(number, tmp_path, monkeypatch):
         done = mine[mine["ours"] != ""]
         assert set(done["scale"]) == {"smoke"} and all("synthetic" in d or "no data" in d for d in done["dataset"])
         assert all(d == "" for d in done["diff"]), "a smoke number is not compared with the paper's (n/a (smoke))"
+        result = json.loads((tmp_path / "runs" / f"table{number:02d}" / "smoke" / key / "result.json").read_text())
+        assert "resnet18_tiny" in result["label"] or "ResNet" not in result["label"] or number in (5, 8)
+        metrics_json = tmp_path / "runs" / f"table{number:02d}" / "smoke" / key / "metrics.json"
+        if table.kind != "profile":  # run files hold fractions; the report percent
+            run_metrics = json.loads(metrics_json.read_text())
+            for metric, value in result["metrics"].items():
+                assert value == pytest.approx(100.0 * run_metrics[metric], abs=1e-9), (number, key, metric)
     paper = pd.read_csv(table.paper_csv, dtype=str, keep_default_na=False)
     quoted = paper[paper[table.metrics[0]] != ""] if table.metrics[0] in paper.columns else paper.iloc[0:0]
     for _, row in quoted.iterrows():  # every paper value of the primary metric is in the report, unchanged
