@@ -174,3 +174,44 @@ def test_cli_run_on_cpu_prints_percent_and_no_cuda_notice(data_root, tmp_path):
     assert "best_miou" not in summary and 0.0 <= summary["final_miou_pct"] <= 100.0
     final = json.loads((tmp_path / "run" / "metrics.json").read_text())["miou"]
     assert summary["final_miou_pct"] == pytest.approx(100.0 * final, abs=0.01)
+
+
+def test_loops_outside_the_engine_use_its_run_files(tmp_path):
+    """Mask R-CNN and 3D video loops (cca.engine.loop.LoopRun): lock, checkpoint + fallback, resume, log, metrics."""
+    from cca.engine import runlog
+    from cca.engine.config import ExperimentConfig
+    from cca.engine.loop import LoopRun
+    from cca.engine.runtime import TrainingInterrupted
+
+    cfg = ExperimentConfig(name="loop", output_dir=str(tmp_path / "run"), iterations=4, checkpoint_every=2)
+
+    def parts():
+        model = torch.nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+
+    model, optimizer, scheduler = parts()
+    with pytest.raises(TrainingInterrupted, match="interrupted at iteration 3; resumes from iteration 2"):
+        with LoopRun(cfg) as run:
+            assert run.resume(model, optimizer, scheduler) == 0
+            with pytest.raises(RunLockedError):
+                RunLock(tmp_path / "run").acquire()
+            for it in (1, 2, 3):
+                run.step_done(it, {"loss": 1.0 / it}, model, optimizer, scheduler)
+            raise KeyboardInterrupt
+    model2, optimizer2, scheduler2 = parts()
+    with LoopRun(cfg) as run:
+        assert run.resume(model2, optimizer2, scheduler2) == 2
+        assert [r["iter"] for r in runlog.read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
+        run.step_done(3, {"loss": 0.3}, model2, optimizer2, scheduler2)
+        run.step_done(4, {"loss": 0.25}, model2, optimizer2, scheduler2)
+        assert not run.finished()
+        run.finish({"miou": 0.5})
+        assert run.finished() and run.read_metrics()["miou"] == 0.5
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be shortened"):
+        with LoopRun(apply_overrides(cfg, ["iterations=3"])) as run:
+            run.resume(*parts())
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(b"torn")
+    with LoopRun(cfg) as run:
+        assert run.resume(*parts()) == 2  # last.pt.prev: the checkpoint before the final one
