@@ -177,6 +177,24 @@ def test_curves_and_settings_say_what_ran(env, monkeypatch):
     assert "`nox -s report`" in index and "(python -m cca.reports.index)" not in index
 
 
+def test_each_run_ends_with_its_rows_main_metric(env, capsys):
+    common.run_table(fake_table(), env)
+    out = capsys.readouterr().out
+    assert "[table 99] a: miou 20.00 (smoke scale)" in out and "[table 99] b: miou 30.00 (smoke scale)" in out
+
+
+def test_ctrl_c_in_a_table_run_prints_one_line(env, monkeypatch, capsys):
+    from cca.engine.runtime import TrainingInterrupted
+
+    def interrupted(table, row, options):
+        raise TrainingInterrupted(7, 5, options.runs_dir)
+
+    monkeypatch.setattr(common, "run_row", interrupted)
+    assert run.main(["2", "--runs-dir", str(env.runs_dir), "--reports-dir", str(env.reports_dir)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["interrupted at iteration 7 (table 2 row r0); run the same command again to resume"]
+
+
 def test_interrupted_row_resumes_in_place_and_changed_settings_start_over(env):
     table = fake_table((common.Row("broken", "Broken row"),))
     common.run_table(table, env)
