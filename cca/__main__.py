@@ -123,11 +123,12 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         apply_overrides(ExperimentConfig(), args.overrides)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
+    from cca.engine.checkpoint import CheckpointError
     from cca.engine.evaluate import evaluate
 
     try:
         payload = evaluate(args.checkpoint, overrides=args.overrides, output_dir=args.out)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
