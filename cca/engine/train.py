@@ -280,7 +280,7 @@ class _Trainer:
                 checkpoint.save(
                     {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(), "iteration": self.iteration,
                      "model": self.module.state_dict(), "miou": self.best_miou},
-                    self.best_path,
+                    self.best_path, keep_previous=False,
                 )
         return result
 
