@@ -1,18 +1,21 @@
 """``python -m cca <command>``: the command-line entry point (also installed as ``cca``).
 
     python -m cca train --config smoke
-    python -m cca train --config cityscapes_r101_769 --set pretrained=weights/r101.pth --out runs/cs
+    python -m cca train --config ccnet_r101-d8_4xb2-60k_cityscapes-769x769 --set pretrained=weights/r101.pth --out runs/cs
     python -m cca train --config smoke --resume
-    torchrun --nproc_per_node 4 -m cca train --config cityscapes_r101_769
+    torchrun --nproc_per_node 4 -m cca train --config ccnet_r101-d8_4xb2-60k_cityscapes-769x769
     python -m cca evaluate --checkpoint runs/smoke/best.pt --set eval_flip=true
     python -m cca info
 
-Commands live in ``COMMANDS`` (name -> :class:`Command`); a new one is one more entry.
+Commands live in ``COMMANDS`` (name -> :class:`Command`); a new one is one more entry. Metrics are printed
+in percent (keys ``*_pct``); the run's files hold fractions in [0, 1]. Errors a user can fix (a busy run
+directory, an unreadable checkpoint, a full disk, Ctrl-C) are one line on stderr, not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -67,18 +70,41 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    from cca.engine.train import train
+    from cca.engine.checkpoint import CheckpointError
+    from cca.engine.lock import RunLockedError
+    from cca.engine.train import TrainingInterrupted, train
 
     try:
         summary = train(cfg, resume=args.resume)
-    except (FileExistsError, FileNotFoundError, FloatingPointError) as err:
+    except TrainingInterrupted as stop:
+        again = "the same command" if args.resume else "the same command with --resume"
+        print(f"interrupted at iteration {stop.iteration}; run {again} to resume"
+              + ("" if stop.saved_iteration is not None else " (no checkpoint was written yet: it starts over)"),
+              file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted before training started; nothing to resume", file=sys.stderr)
+        return 130
+    except (FileExistsError, FileNotFoundError, FloatingPointError, CheckpointError, RunLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"error: {err.strerror}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
         final = summary.get("final_metrics") or {}
-        keys = ("run_dir", "iteration", "last_checkpoint", "best_checkpoint", "best_miou")
-        print(json.dumps({**{k: summary[k] for k in keys}, "final_miou": final.get("miou")}))
+        print(json.dumps({
+            **{k: summary[k] for k in ("run_dir", "iteration", "last_checkpoint", "best_checkpoint")},
+            "best_miou_pct": _pct(summary.get("best_miou")),
+            "final_miou_pct": _pct(final.get("miou")),
+        }))
     return 0
+
+
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None else round(100.0 * float(fraction), 2)
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -97,15 +123,17 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         apply_overrides(ExperimentConfig(), args.overrides)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
+    from cca.engine.checkpoint import CheckpointError
     from cca.engine.evaluate import evaluate
 
     try:
         payload = evaluate(args.checkpoint, overrides=args.overrides, output_dir=args.out)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: payload[k] for k in ("miou", "pixel_acc", "mean_acc", "num_images")}))
+        print(json.dumps({**{f"{k}_pct": _pct(payload[k]) for k in ("miou", "pixel_acc", "mean_acc")},
+                          "num_images": payload["num_images"]}))
     return 0
 
 
@@ -143,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0") or 0)
+    from cca.engine.runtime import quiet_cpu_toolchain_notice
+
+    quiet_cpu_toolchain_notice()
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
     return args._command.run(args, args._parser)
 

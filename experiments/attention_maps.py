@@ -1,12 +1,12 @@
 """Attention-map figures: where chosen pixels look after one criss-cross loop (R=1) and after two (R=2).
 
     python experiments/attention_maps.py                       # nox -s attention_maps
-    python experiments/attention_maps.py --checkpoint runs/table02/r2/last.pt   # any engine checkpoint
+    python experiments/attention_maps.py --checkpoint runs/table02/smoke/r2/last.pt   # any engine checkpoint
 
 Default model: the long-range task's RCCA R=2 model (``experiments/longrange.py``, seed 0; trained here
 if its run is missing, about half a minute). Figures: ``reports/attention_longrange.png`` (a blob
 pixel, a background pixel, a cue pixel), and for each ``--checkpoint`` (default: table 2's smoke
-CCNet R=2, ``runs/table02/r2/last.pt``, when it exists) ``reports/attention_<table>_<row>.png`` on a
+CCNet R=2, ``runs/table02/smoke/r2/last.pt``, when it exists) ``reports/attention_<table>_<row>.png`` on a
 validation image of that run's dataset. ``reports/attention.md`` says what they show, with the
 share of each blob pixel's attention that lands on the cue (R=1 vs composed R=2) over validation images.
 
@@ -34,7 +34,7 @@ from cca.reports.attention import attention_maps, plot_attention  # noqa: E402
 from experiments import longrange  # noqa: E402
 
 REPORTS = Path("reports")
-DEFAULT_CHECKPOINT = Path("runs") / "table02" / "r2" / "last.pt"
+DEFAULT_CHECKPOINT = Path("runs") / "table02" / "smoke" / "r2" / "last.pt"
 
 
 def longrange_model(seed: int = 0) -> tuple[torch.nn.Module, longrange.LongRangeSettings]:

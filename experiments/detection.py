@@ -2,65 +2,27 @@
 
 The segmentation engine (``cca.engine``) trains dense-prediction models; a detector needs lists of
 images and targets and COCO's box/mask AP, so table 8 has this small loop of its own, built from the
-same pieces: ``cca.models.build_mask_rcnn``, ``cca.data`` (COCO layout, synthetic writer), SGD with
-linear warm-up and step decay (the standard Mask R-CNN schedule), ``cca.engine.metrics.evaluate_coco``.
-Single process (``--nproc`` is not supported for this table). Resumable: ``last.pt`` every
-``checkpoint_every`` iterations.
+engine's pieces: settings (:class:`cca.engine.config.DetectionConfig`), ``cca.models.build_mask_rcnn``,
+``cca.data`` (COCO layout, synthetic writer), SGD with linear warm-up and step decay (the standard Mask
+R-CNN schedule), ``cca.engine.metrics.evaluate_coco``, and the engine's run files
+(:class:`cca.engine.loop.LoopRun`: lock, checkpoints with fallback, resume, ``metrics.jsonl``,
+``metrics.json`` in fractions). Single process (``--nproc`` is not supported for this table).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from cca.engine.config import DetectionConfig
 
-@dataclass(frozen=True)
-class DetectionSettings:
-    """One Mask R-CNN run (read top to bottom)."""
-
-    name: str = "table08"
-    # --- model: torchvision Mask R-CNN (ResNet + FPN), RCCA on the backbone output when `rcca` ---
-    backbone: str = "resnet50"
-    rcca: bool = True
-    recurrence: int = 2
-    pretrained: str | None = None  # local ImageNet backbone weights (never downloaded)
-    min_size: int = 800  # torchvision's resize: shorter side (standard COCO setting)
-    max_size: int = 1333
-    # --- data ---
-    dataset: str = "coco"
-    data_root: str = "data/coco"
-    train_split: str = "train"
-    val_split: str = "val"
-    synthetic: bool = False
-    synthetic_num_train: int = 8
-    synthetic_num_val: int = 4
-    synthetic_size: tuple[int, int] = (64, 80)
-    flip: bool = True
-    num_workers: int = 4
-    # --- optimisation: the standard Mask R-CNN "1x" schedule (the paper's was not found) ---
-    batch_size: int = 16
-    iterations: int = 90000
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_steps: tuple[int, ...] = (60000, 80000)
-    lr_gamma: float = 0.1
-    warmup_iters: int = 1000
-    warmup_ratio: float = 0.001
-    # --- runtime ---
-    device: str = "auto"
-    seed: int = 0
-    checkpoint_every: int = 1000
-    log_every: int = 20
-    output_dir: str = ""
+AP_METRICS = ("box_ap", "mask_ap", "box_ap50", "mask_ap50")
 
 
-def lr_factor(settings: DetectionSettings, it: int) -> float:
+def lr_factor(settings: DetectionConfig, it: int) -> float:
     """Linear warm-up then step decay, as a factor of ``settings.lr`` for 0-based step ``it``."""
     factor = settings.lr_gamma ** sum(it >= s for s in settings.lr_steps)
     if it < settings.warmup_iters:
@@ -68,7 +30,7 @@ def lr_factor(settings: DetectionSettings, it: int) -> float:
     return factor
 
 
-def _datasets(settings: DetectionSettings):
+def _datasets(settings: DetectionConfig):
     from cca.data import build_dataset, synthetic
     from cca.data.transforms import DetectionTransform
 
@@ -82,7 +44,7 @@ def _datasets(settings: DetectionSettings):
     return train, val
 
 
-def build_model(settings: DetectionSettings, num_classes: int) -> torch.nn.Module:
+def build_model(settings: DetectionConfig, num_classes: int) -> torch.nn.Module:
     from cca.models import build_mask_rcnn
 
     return build_mask_rcnn(
@@ -102,10 +64,11 @@ def _batches(length: int, batch: int, seed: int, start: int):
         it += 1
 
 
-def train(settings: DetectionSettings, directory: Path) -> dict[str, float]:
-    """Train and evaluate; writes ``metrics.jsonl``, ``last.pt``, ``metrics.json``; returns AP in percent."""
+def train(settings: DetectionConfig) -> dict[str, float]:
+    """Train and evaluate; writes ``settings.run_dir``'s run files; returns COCO AP / AP50 as fractions."""
     from cca.data.coco import collate
     from cca.engine.distributed import resolve_device
+    from cca.engine.loop import LoopRun
 
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
@@ -116,55 +79,38 @@ def train(settings: DetectionSettings, directory: Path) -> dict[str, float]:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(settings, it))
-    last = directory / "last.pt"
-    start = 0
-    if last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = int(state["iteration"])
-    log = directory / "metrics.jsonl"
-    if log.is_file():  # drop rows past the checkpoint (they are repeated)
-        rows = [r for r in (json.loads(x) for x in log.read_text().splitlines() if x.strip()) if r.get("iter", 0) <= start]
-        log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    batches = _batches(len(train_set), settings.batch_size, settings.seed, start)
-    model.train()
-    with tqdm(total=settings.iterations, initial=start, desc=f"train {settings.name}", dynamic_ncols=True) as bar:
-        for it in range(start + 1, settings.iterations + 1):
-            images, targets = collate([train_set[i] for i in next(batches)])
-            images = [im.to(device) for im in images]
-            targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-            losses = model(images, targets)
-            loss = sum(losses.values())
-            if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(f"loss is not finite at iteration {it}: {({k: float(v) for k, v in losses.items()})}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if it % settings.log_every == 0 or it == settings.iterations:
-                row = {"type": "train", "iter": it, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
+    with LoopRun(settings) as run:
+        start = run.resume(model, optimizer, scheduler)
+        if start >= settings.iterations and run.finished():
+            return {k: float(run.read_metrics()[k]) for k in AP_METRICS}
+        batches = _batches(len(train_set), settings.batch_size, settings.seed, start)
+        model.train()
+        with tqdm(total=settings.iterations, initial=start, desc=f"train {settings.name}", dynamic_ncols=True) as bar:
+            for it in range(start + 1, settings.iterations + 1):
+                images, targets = collate([train_set[i] for i in next(batches)])
+                images = [im.to(device) for im in images]
+                targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+                losses = model(images, targets)
+                loss = sum(losses.values())
+                if not math.isfinite(float(loss.detach())):
+                    raise FloatingPointError(f"loss is not finite at iteration {it}: {({k: float(v) for k, v in losses.items()})}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                row = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
                        "lr": optimizer.param_groups[0]["lr"]}
-                with log.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-            if it % settings.checkpoint_every == 0 or it == settings.iterations:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "iteration": it}, last)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
-            bar.update(1)
-    metrics = evaluate(model, val_set, device)
-    with log.open("a") as f:
-        # metrics.jsonl holds fractions, as the segmentation engine's rows (metrics.json: percent)
-        fractions = {k: v / 100.0 if "_ap" in k else v for k, v in metrics.items()}
-        f.write(json.dumps({"type": "eval", "iter": settings.iterations, **fractions}) + "\n")
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+                run.step_done(it, row, model, optimizer, scheduler)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
+                bar.update(1)
+        metrics = evaluate(model, val_set, device)
+        run.finish(metrics)
+    return {k: metrics[k] for k in AP_METRICS}
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, device: torch.device) -> dict[str, float]:
-    """COCO box and mask AP / AP50 (percent) of ``model`` on ``dataset`` (a ``cca.data.coco.COCODetection``)."""
+    """COCO box and mask AP / AP50 (fractions) of ``model`` on ``dataset`` (a ``cca.data.coco.COCODetection``)."""
     from cca.engine.metrics import evaluate_coco
 
     model.eval()
@@ -176,17 +122,19 @@ def evaluate(model: torch.nn.Module, dataset, device: torch.device) -> dict[str,
     stats = evaluate_coco(predictions, dataset.coco, label_to_cat_id=dataset.label_to_cat_id)
     # COCOeval gives fractions, and -1 where no value is defined (no ground truth): report 0 there
     return {
-        "box_ap": 100.0 * max(0.0, stats["bbox_ap"]),
-        "box_ap50": 100.0 * max(0.0, stats["bbox_ap50"]),
-        "mask_ap": 100.0 * max(0.0, stats["segm_ap"]),
-        "mask_ap50": 100.0 * max(0.0, stats["segm_ap50"]),
+        "box_ap": max(0.0, stats["bbox_ap"]),
+        "box_ap50": max(0.0, stats["bbox_ap50"]),
+        "mask_ap": max(0.0, stats["segm_ap"]),
+        "mask_ap50": max(0.0, stats["segm_ap50"]),
         "num_detections": stats["num_detections"],
         "num_images": len(dataset),
     }
 
 
-def detection_runner(table, row, settings: DetectionSettings, options, directory: Path) -> dict[str, float]:
+def detection_runner(table, row, settings: DetectionConfig, options, directory: Path) -> dict[str, float]:
+    """Table 8's runner: box / mask AP and AP50 in percent (as the paper prints them)."""
+    from experiments.rows import as_percent
+
     if options.nproc > 1:
         raise NotImplementedError("table 8 (Mask R-CNN) trains in one process; run it without --nproc")
-    metrics = train(settings, directory)
-    return {k: float(metrics[k]) for k in ("box_ap", "mask_ap", "box_ap50", "mask_ap50")}
+    return {k: as_percent(v) for k, v in train(settings).items()}

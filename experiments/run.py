@@ -1,15 +1,21 @@
 """Reproduce the paper's tables: ``python experiments/run.py N|all [options]`` (smoke scale by default).
 
-    python experiments/run.py --list                    # the tables: number, topic, kind
-    python experiments/run.py 2                         # table 2 at smoke scale (CPU, synthetic data, minutes)
-    python experiments/run.py 2 --dry-run               # resolved settings, data found, planned iterations
-    python experiments/run.py all                       # every table at smoke scale
-    python experiments/run.py 2 --scale full --data-root data/cityscapes --pretrained weights/resnet101.pth \\
-        --device cuda --nproc 4                         # the paper's setting (torchrun, 4 GPUs)
-    python experiments/run.py 2 --set iterations=2      # any setting of the table's settings object
+The nox sessions call it with the project's environment (``nox -s reproduce_table2 -- ARGS`` is
+``.nox/cca-env/bin/python experiments/run.py 2 ARGS``; plain ``python`` works only where torch and cca
+are installed)::
 
-Results: ``runs/tableNN/<row>/result.json`` (a row is skipped when its result exists for the same
-settings and commit; ``--force`` re-runs it). Reports: ``reports/tableN.md`` + ``.csv``, ``reports/README.md``.
+    .nox/cca-env/bin/python experiments/run.py --list   # the tables: number, topic, kind, rows
+    nox -s reproduce_table2                             # table 2 at smoke scale (CPU, synthetic data, minutes)
+    nox -s reproduce_table2 -- --dry-run                # resolved settings, data found, planned iterations
+    nox -s reproduce_all                                # every table at smoke scale
+    nox -s reproduce_table2 -- --scale full --data-root data/cityscapes --pretrained weights/resnet101.pth \\
+        --device cuda --nproc 4                         # the paper's setting (torchrun, 4 GPUs)
+    nox -s reproduce_table2 -- --set iterations=2       # any setting of the table's settings object
+
+Results: ``runs/tableNN/<scale>/<row>/result.json`` (a row is skipped when its result exists for the same
+settings and commit; ``--force`` re-runs it). Reports: ``reports/tableN.md`` + ``.csv`` (the scale that ran,
+from every result of that scale on disk), ``reports/README.md``. Errors a user can fix are one line; Ctrl-C
+prints where the run stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import ROOT, Options, Table, run_table  # noqa: E402
+from experiments.common import ROOT, Options, Table, row_settings, run_table, selected_rows  # noqa: E402
 
 ENTRY = re.compile(r"table(\d+)_(\w+)\.py")
 
@@ -72,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from cca.engine.runtime import quiet_cpu_toolchain_notice
+
+    quiet_cpu_toolchain_notice()
     if Path.cwd().resolve() != ROOT:  # keep user paths valid after moving to the repository root
         for name in ("data_root", "pretrained", "runs_dir", "reports_dir"):
             value = getattr(args, name)
@@ -87,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     known = tables()
     if args.list:
-        print(f"{'table':>5}  {'topic':<18} {'kind':<10} title")
+        print(f"{'table':>5}  {'topic':<18} {'kind':<10} title (rows)")
         for number, table in sorted(known.items()):
-            print(f"{number:>5}  {table.topic:<18} {table.kind:<10} {table.title}")
+            print(f"{number:>5}  {table.topic:<18} {table.kind:<10} {table.title} ({', '.join(r.key for r in table.rows)})")
         return 0
     if args.table is None:
         parser.error("give a table number or 'all' (see --list)")
@@ -113,12 +122,25 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             **({"runs_dir": Path(args.runs_dir)} if args.runs_dir else {}),
             **({"reports_dir": Path(args.reports_dir)} if args.reports_dir else {}),
         )
-        failed = []
+        for table in chosen:  # settings errors are usage errors: caught here, before anything runs
+            for row in selected_rows(table, options):
+                row_settings(table, row, options)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        parser.error(str(err))
+    failed = []
+    try:
         for table in chosen:
             outcome = run_table(table, options)
             failed += [f"table {table.number} row {key}" for key in outcome["failed"]]
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        parser.error(str(err))
+    except KeyboardInterrupt as stop:
+        where = getattr(stop, "where", None)
+        at = getattr(stop, "iteration", None)
+        print(f"interrupted{f' at iteration {at}' if at is not None else ''}{f' ({where})' if where else ''}; "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError) as err:  # data missing or unreadable, a busy run directory, ...
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if failed:
         print("FAILED: " + ", ".join(failed), file=sys.stderr)
         return 1

@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from cca.engine.config import PRESETS
+from cca.engine import presets
 from experiments.common import Row, Table, smoke_of, train_runner
 
-# The paper's Cityscapes setting, read top to bottom in cca/engine/config.py (preset cityscapes_r101_769);
+# The paper's Cityscapes setting, read top to bottom in cca/engine/presets.py
+# (ccnet_r101-d8_4xb2-60k_cityscapes-769x769);
 # rows switch the CCL on (margins and inner weights: experiments/paper/ccl.csv, uncertain).
-FULL = replace(PRESETS["cityscapes_r101_769"], name="table03")
+FULL = presets.CITYSCAPES
 
 SMOKE = smoke_of(FULL)
 

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cca._io import atomic_write_json
 from experiments.common import Options, Row, Table, run_dir
 
 
@@ -53,7 +54,7 @@ def profile_runner(table: Table, row: Row, settings: EfficiencySettings, options
         warmup=settings.warmup,
         repeats=settings.repeats,
     )
-    (directory / "profile.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write_json(directory / "profile.json", result)
     metrics = {
         "gflops": float(result["gflops"]),
         "memory_mb": float(result["peak_memory_mib"]),

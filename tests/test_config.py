@@ -20,10 +20,28 @@ from cca.engine.config import (
 
 
 def test_presets_exist_and_are_valid():
-    assert {"smoke", "cityscapes_r101_769"} <= set(PRESETS)
+    assert {"smoke", "ccnet_r101-d8_4xb2-60k_cityscapes-769x769"} <= set(PRESETS)
     for name, cfg in PRESETS.items():
         assert cfg.name == name
         assert get_config(name) == cfg
+    assert get_config("cityscapes_r101_769") == PRESETS["ccnet_r101-d8_4xb2-60k_cityscapes-769x769"]  # old name
+
+
+def test_preset_names_tell_the_setup():
+    """mmseg style: <model>_<backbone>-d8_<gpus>xb<batch per gpu>-<k iterations>_<dataset>-<crop>."""
+    import re
+
+    for name, cfg in PRESETS.items():
+        if name == "smoke":
+            continue
+        match = re.fullmatch(r"([a-z0-9-]+)_r(\d+)-(d8|fpn)_(\d+)xb(\d+)-(\d+)k_([a-z0-9]+)(-(\d+)x(\d+))?", name)
+        assert match, name
+        assert cfg.backbone == f"resnet{match.group(2)}"
+        assert int(match.group(4)) * int(match.group(5)) == cfg.batch_size
+        assert int(match.group(6)) * 1000 == cfg.iterations and cfg.dataset == match.group(7)
+        if match.group(8):
+            assert cfg.crop_size == (int(match.group(9)), int(match.group(10)))
+        assert ("-ccl" in name) == (cfg.ccl_weight > 0)
 
 
 def test_smoke_preset_is_tiny_cpu_synthetic():
@@ -86,6 +104,7 @@ def test_unknown_key_is_an_error_listing_valid_keys():
         ("lr=fast", "expects float"),
         ("eval_flip=maybe", "expects bool"),
         ("crop_size=1,2,3", "2 comma-separated values"),
+        ("crop_size=12x12", "expects H,W"),
         ("eval_scales=", "expects tuple"),
     ],
 )
@@ -104,11 +123,34 @@ def test_bad_value_types_are_rejected(item, expected):
         ("device=tpu", "device"),
         ("crop_size=0,32", "crop_size"),
         ("warmup_ratio=0", "warmup_ratio"),
+        # issue 12 item 8: accepted, then a crash much later; now rejected at parse with the valid range
+        ("eval_scales=inf", "eval_scales"),
+        ("eval_scales=1,nan", "eval_scales"),
+        ("scale_range=1,inf", "scale_range"),
+        ("seed=-1", "seed"),
+        ("seed=99999999999999999999", "seed"),
     ],
 )
 def test_bad_values_are_rejected(item, key):
     with pytest.raises(ValueError, match=key):
         apply_overrides(get_config("smoke"), [item])
+
+
+def test_range_errors_state_the_valid_range():
+    with pytest.raises(ValueError, match=r"'seed' must be an integer in \[0, 4294967295\]"):
+        apply_overrides(get_config("smoke"), ["seed=-1"])
+    with pytest.raises(ValueError, match="finite positive scales"):
+        apply_overrides(get_config("smoke"), ["eval_scales=inf"])
+
+
+def test_config_file_must_hold_an_object(tmp_path, capsys):
+    path = tmp_path / "list.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(TypeError, match="list.json must hold a JSON object"):
+        load_config(path)
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--config", str(path)])
+    assert info.value.code == 2 and "must hold a JSON object" in capsys.readouterr().err
 
 
 def test_malformed_override_is_rejected():

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from experiments import common, run  # noqa: E402
+from experiments import common, run, spec  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # The machinery, on a fake table whose runner only records its calls
@@ -36,7 +36,7 @@ CALLS: list[tuple[str, int, float]] = []
 def fake_runner(table, row, settings, options, directory):
     CALLS.append((row.key, settings.iterations, settings.lr))
     (directory / "partial.txt").write_text("started")
-    if row.key == "broken":
+    if row.key == "broken" or settings.lr == 0.5:
         raise RuntimeError("this row always fails")
     log = directory / "metrics.jsonl"
     log.write_text("\n".join(json.dumps({"type": "train", "iter": i, "loss": 1.0 / i}) for i in range(1, 4)) + "\n")
@@ -62,7 +62,7 @@ def env(tmp_path, monkeypatch):
         "pq,Quoted method,30.0,,paper,secondary\n"
         "pb,Paper B,,b,not found,\n"
     )
-    monkeypatch.setattr(common, "PAPER_DIR", paper)
+    monkeypatch.setattr(spec, "PAPER_DIR", paper)
     CALLS.clear()
     return common.Options(runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports", command="python experiments/run.py 99")
 
@@ -71,15 +71,15 @@ def test_rows_run_once_and_are_skipped_when_done(env):
     table = fake_table()
     outcome = common.run_table(table, env)
     assert outcome["failed"] == [] and CALLS == [("a", 2, 0.1), ("b", 3, 0.1)]
-    record = json.loads((env.runs_dir / "table99" / "a" / "result.json").read_text())
+    record = json.loads((env.runs_dir / "table99" / "smoke" / "a" / "result.json").read_text())
     assert record["metrics"] == {"miou": 20.0} and record["scale"] == "smoke" and len(record["settings_hash"]) == 16
     assert "commit" in record and record["hardware"]
     common.run_table(table, env)
     assert len(CALLS) == 2, "rows with results for the same settings and commit must be skipped"
     common.run_table(table, common.Options(**{**env.__dict__, "force": True}))
     assert len(CALLS) == 4, "--force re-runs every row"
-    common.run_table(table, common.Options(**{**env.__dict__, "overrides": ("lr=0.5",)}))
-    assert CALLS[-2:] == [("a", 2, 0.5), ("b", 3, 0.5)], "changed settings re-run"
+    common.run_table(table, common.Options(**{**env.__dict__, "overrides": ("lr=0.25",)}))
+    assert CALLS[-2:] == [("a", 2, 0.25), ("b", 3, 0.25)], "changed settings re-run"
 
 
 def test_report_has_paper_and_ours_side_by_side(env):
@@ -98,20 +98,107 @@ def test_report_has_paper_and_ours_side_by_side(env):
     assert "| 99 |" in index_text and "| smoke |" in index_text
 
 
-def test_a_failing_row_is_reported_not_dropped(env):
-    table = fake_table((common.Row("a", "Row A"), common.Row("broken", "Broken row")))
-    outcome = common.run_table(table, env)
-    assert outcome["failed"] == ["broken"]
+def test_a_failing_row_keeps_its_earlier_result_and_is_listed_on_the_console(env, capsys):
+    table = fake_table()
+    common.run_table(table, env)
+    before = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
+    failing = common.Options(**{**env.__dict__, "overrides": ("lr=0.5",), "rows": ("b",)})
+    outcome = common.run_table(table, failing)
+    assert outcome["failed"] == ["b"]
+    out = capsys.readouterr().out
+    assert "b: FAILED: RuntimeError: this row always fails" in out and "failed: b" in out
+    after = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
+    ours = lambda frame, key: list(frame[frame["ours_row"] == key]["ours"])  # noqa: E731
+    assert ours(after, "b") == ours(before, "b") == ["30.0"], "a failed row keeps its earlier result"
+    assert ours(after, "a") == ["20.0"] and not any(after["status"].str.startswith("failed"))
     text = (env.reports_dir / "table99.md").read_text()
-    assert "failed: RuntimeError: this row always fails" in text or "broken" in text
+    assert "`b` failed this time (earlier result of" in text and "`a` earlier result" in text
+
+
+def test_a_failed_run_at_another_scale_leaves_the_report_alone(env, capsys):
+    table = fake_table()
+    common.run_table(table, env)
+    md, index = (env.reports_dir / "table99.md").read_text(), (env.reports_dir / "README.md").read_text()
+    full = common.Options(**{**env.__dict__, "scale": "full", "overrides": ("lr=0.5",), "rows": ("a",)})
+    assert common.run_table(table, full) == {"report": None, "failed": ["a"], "ran": []}
+    assert "no result at full scale" in capsys.readouterr().out
+    assert (env.reports_dir / "table99.md").read_text() == md and (env.reports_dir / "README.md").read_text() == index
+    assert (env.runs_dir / "table99" / "smoke" / "a" / "result.json").is_file(), "smoke results are not touched"
+
+
+def test_a_partial_run_keeps_the_other_rows(env):
+    table = fake_table()
+    common.run_table(table, common.Options(**{**env.__dict__, "rows": ("b",)}))
+    common.run_table(table, common.Options(**{**env.__dict__, "rows": ("a",), "force": True}))
     frame = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
-    assert "broken" in set(frame["ours_row"]) and frame.set_index("ours_row").loc["broken", "status"].startswith("failed")
+    assert set(frame[frame["ours"] != ""]["ours_row"]) == {"a", "b"}
+    text = (env.reports_dir / "table99.md").read_text()
+    assert "`a` run this time" in text and "`b` earlier result" in text
+    assert "| 99 | Demo table | smoke |" in (env.reports_dir / "README.md").read_text()
+
+
+def test_full_scale_report_says_full_scale(env):
+    common.run_table(fake_table(), common.Options(**{**env.__dict__, "scale": "full"}))
+    text = (env.reports_dir / "table99.md").read_text()
+    assert "**Full scale**" in text and "Smoke scale" not in text and "full text" in text
+    assert (env.runs_dir / "table99" / "full" / "a" / "result.json").is_file()
+
+
+def test_rows_take_the_reports_row_names_too(env):
+    table = fake_table()
+    assert [r.key for r in common.selected_rows(table, common.Options(**{**env.__dict__, "rows": ("pa", "b")}))] == ["a", "b"]
+    with pytest.raises(ValueError, match=r"the report's row names also work: pa \(= a\), pb \(= b\)"):
+        common.selected_rows(table, common.Options(**{**env.__dict__, "rows": ("zzz",)}))
+
+
+def test_smoke_rows_are_labelled_with_their_real_backbone(env):
+    tables = run.tables()
+    table = tables[1]
+    settings = common.row_settings(table, table.rows[0], common.Options(runs_dir=env.runs_dir))
+    assert "resnet18_tiny" in common.row_label(table.rows[0], settings)
+    assert "ResNet-101" not in common.row_label(table.rows[0], settings)
+    full = common.row_settings(table, table.rows[0], common.Options(scale="full", runs_dir=env.runs_dir))
+    assert "ResNet-101" in common.row_label(table.rows[0], full)
+
+
+def test_curves_and_settings_say_what_ran(env, monkeypatch):
+    from cca.reports import plots
+
+    titles = []
+    real = plots.plot_training_curves
+    monkeypatch.setattr(plots, "plot_training_curves", lambda *a, **k: titles.append(k["title"]) or real(*a, **k))
+    common.run_table(fake_table(), env)
+    assert titles and all("(smoke" in t for t in titles)
+    from experiments.report import _settings_text
+
+    text = _settings_text(run.tables()[2])
+    assert "| pretrained | ImageNet weights (as the paper" in text and "pretrained | None" not in text
+    index = (env.reports_dir / "README.md").read_text()
+    assert "`nox -s report`" in index and "(python -m cca.reports.index)" not in index
+
+
+def test_each_run_ends_with_its_rows_main_metric(env, capsys):
+    common.run_table(fake_table(), env)
+    out = capsys.readouterr().out
+    assert "[table 99] a: miou 20.00 (smoke scale)" in out and "[table 99] b: miou 30.00 (smoke scale)" in out
+
+
+def test_ctrl_c_in_a_table_run_prints_one_line(env, monkeypatch, capsys):
+    from cca.engine.runtime import TrainingInterrupted
+
+    def interrupted(table, row, options):
+        raise TrainingInterrupted(7, 5, options.runs_dir)
+
+    monkeypatch.setattr(common, "run_row", interrupted)
+    assert run.main(["2", "--runs-dir", str(env.runs_dir), "--reports-dir", str(env.reports_dir)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["interrupted at iteration 7 (table 2 row r0); run the same command again to resume"]
 
 
 def test_interrupted_row_resumes_in_place_and_changed_settings_start_over(env):
     table = fake_table((common.Row("broken", "Broken row"),))
     common.run_table(table, env)
-    directory = env.runs_dir / "table99" / "broken"
+    directory = env.runs_dir / "table99" / "smoke" / "broken"
     marker = directory / "kept.txt"
     marker.write_text("checkpoint")
     common.run_table(table, env)  # same settings and commit: the directory (checkpoints) is kept
@@ -127,7 +214,7 @@ def test_settings_errors_name_the_setting(env):
     with pytest.raises(TypeError, match="iterations"):
         common.row_settings(table, table.rows[0], common.Options(**{**env.__dict__, "overrides": ("iterations=many",)}))
     with pytest.raises(ValueError, match="no row"):
-        common.selected_rows(table, common.Options(rows=("zzz",)))
+        common.selected_rows(table, common.Options(**{**env.__dict__, "rows": ("zzz",)}))
     with pytest.raises(ValueError, match="scale"):
         common.Options(scale="huge")
     with pytest.raises(FileNotFoundError, match="pretrained"):
@@ -182,10 +269,24 @@ def test_dry_run_prints_settings_and_plan(capsys, tmp_path):
     assert "backbone = 'resnet101'" in out and "NOT FOUND" in out and "planned iterations: 60000" in out
 
 
-def test_full_scale_without_data_fails_before_training(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        run.main(["2", "--scale", "full", "--data-root", str(tmp_path / "missing"), "--runs-dir", str(tmp_path)])
-    assert "not found" in capsys.readouterr().err
+def test_full_scale_without_data_fails_before_training_in_one_line(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    argv = ["2", "--scale", "full", "--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(reports)]
+    assert run.main([*argv, "--data-root", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "usage:" not in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    assert run.main([*argv, "--data-root", str(tmp_path / "empty"), "--rows", "r1"]) == 2
+    captured = capsys.readouterr()
+    assert "Expected layout" in captured.err and "leftImg8bit" in captured.err
+    assert "Traceback" not in captured.err + captured.out and "usage:" not in captured.err
+    assert not reports.exists(), "a run that fails writes no report"
+
+
+def test_settings_errors_are_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        run.main(["2", "--set", "crop_size=12x12", "--runs-dir", str(tmp_path)])
+    assert info.value.code == 2 and "'crop_size' expects H,W" in capsys.readouterr().err
 
 
 # Each table's smoke path, on an even smaller setting (one or two steps, a few synthetic images).
@@ -224,6 +325,14 @@ def test_table_smoke_path_writes_its_report(number, tmp_path, monkeypatch):
         assert all(v == v for v in values) and (table.kind == "profile" or all(0.0 <= v <= 100.0 for v in values))
         done = mine[mine["ours"] != ""]
         assert set(done["scale"]) == {"smoke"} and all("synthetic" in d or "no data" in d for d in done["dataset"])
+        assert all(d == "" for d in done["diff"]), "a smoke number is not compared with the paper's (n/a (smoke))"
+        result = json.loads((tmp_path / "runs" / f"table{number:02d}" / "smoke" / key / "result.json").read_text())
+        assert "resnet18_tiny" in result["label"] or "ResNet" not in result["label"] or number in (5, 8)
+        metrics_json = tmp_path / "runs" / f"table{number:02d}" / "smoke" / key / "metrics.json"
+        if table.kind != "profile":  # run files hold fractions; the report percent
+            run_metrics = json.loads(metrics_json.read_text())
+            for metric, value in result["metrics"].items():
+                assert value == pytest.approx(100.0 * run_metrics[metric], abs=1e-9), (number, key, metric)
     paper = pd.read_csv(table.paper_csv, dtype=str, keep_default_na=False)
     quoted = paper[paper[table.metrics[0]] != ""] if table.metrics[0] in paper.columns else paper.iloc[0:0]
     for _, row in quoted.iterrows():  # every paper value of the primary metric is in the report, unchanged

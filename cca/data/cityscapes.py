@@ -1,13 +1,18 @@
-"""Cityscapes fine annotations, read from the official layout; labelIds -> 19 train ids.
+"""Cityscapes fine annotations, read from the official layout: ``*_gtFine_labelTrainIds.png`` or
+``*_gtFine_labelIds.png``.
 
-The label table is ``cityscapesscripts.helpers.labels`` (the dataset's own package): every labelId
-``0..33`` maps to its ``trainId``; those with trainId 255 or -1 (void, parking, rail track, guard rail,
-bridge, tunnel, polegroup, caravan, trailer, ...) become ignore 255. Any other value in a
-``*_gtFine_labelIds.png`` is a :class:`~cca.data.common.DataFileError`.
+Either label file works. ``*_labelTrainIds.png`` (written by cityscapesscripts' ``createTrainIdLabelImgs``)
+already holds the 19 train ids and 255 (ignore); when every image of the split has one, it is read.
+Otherwise the raw ``*_labelIds.png`` is read and mapped with ``cityscapesscripts.helpers.labels`` (the
+dataset's own package): every labelId ``0..33`` maps to its ``trainId``; those with trainId 255 or -1 (void,
+parking, rail track, guard rail, bridge, tunnel, polegroup, caravan, trailer, ...) become ignore 255.
+``dataset.label_format`` says which was used (``"labelTrainIds"`` or ``"labelIds"``); any other value in a
+label file is a :class:`~cca.data.common.DataFileError`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,11 +22,13 @@ from cca.data.common import SegmentationDataset, label_lut, pair_labels, require
 
 LAYOUT = """\
   ROOT/leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
-  ROOT/gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png
+  ROOT/gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelTrainIds.png  (or ..._gtFine_labelIds.png)
   (split: train, val or test)"""
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
+log = logging.getLogger("cca.data")
 
 
 def _labels():
@@ -69,10 +76,13 @@ class Cityscapes(SegmentationDataset):
         if not images:
             raise FileNotFoundError(f"no Cityscapes images {image_dir}/*/*{IMAGE_SUFFIX}. Expected layout:\n{LAYOUT}")
 
-        def label_for(image: Path) -> Path:
-            stem = image.name[: -len(IMAGE_SUFFIX)]
-            return label_dir / image.parent.name / f"{stem}{LABEL_SUFFIX}"
+        def label_for(suffix: str) -> Callable[[Path], Path]:
+            return lambda image: label_dir / image.parent.name / f"{image.name[: -len(IMAGE_SUFFIX)]}{suffix}"
 
-        self.samples, self.skipped = pair_labels(images, label_for, missing_labels, f"Cityscapes {split}")
+        train_ids = all(label_for(TRAIN_ID_SUFFIX)(image).is_file() for image in images)
+        self.label_format = "labelTrainIds" if train_ids else "labelIds"
+        suffix = TRAIN_ID_SUFFIX if train_ids else LABEL_SUFFIX
+        self.samples, self.skipped = pair_labels(images, label_for(suffix), missing_labels, f"Cityscapes {split}")
         self.class_names = class_names()
-        self.lut = label_lut(label_id_to_train_id())
+        self.lut = label_lut({**{t: t for t in range(19)}, 255: 255}) if train_ids else label_lut(label_id_to_train_id())
+        log.info("Cityscapes %s: reading *%s (%d images)", split, suffix, len(self.samples))

@@ -4,14 +4,21 @@ A checkpoint is a dict saved with ``torch.save``: ``model`` (unwrapped from DDP)
 ``scheduler``, ``scaler``, ``iteration`` (optimiser steps done), ``data`` (sampler epoch and position),
 ``rng`` (one entry per rank: python, numpy, torch CPU, CUDA), ``config`` and bookkeeping.
 :func:`save` writes to a temporary file in the same directory and ``os.replace``-s it, so a kill at
-any moment leaves either the previous or the new file, never a torn one.
+any moment leaves either the previous or the new file, never a torn one; the file it replaces is kept as
+``<name>.prev`` and :func:`load_or_fallback` reads it (with a warning) when ``<name>`` is unreadable. A full
+disk raises ``OSError`` "no space left on the device holding DIR while writing FILE".
 """
 
 from __future__ import annotations
 
+import errno
+import io
+import logging
 import os
+import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +38,44 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def save(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file in the same directory, fsync, ``os.replace``)."""
+log = logging.getLogger("cca.engine")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable (truncated, corrupt) or incompatible with the run."""
+
+
+def previous_path(path: str | Path) -> Path:
+    """Where :func:`save` keeps the checkpoint it replaced: ``<name>.prev``."""
+    path = Path(path)
+    return path.with_name(path.name + ".prev")
+
+
+def save(state: dict[str, Any], path: str | Path, keep_previous: bool = True) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same directory, fsync, ``os.replace``).
+
+    The file it replaces becomes ``<name>.prev`` when ``keep_previous``. A full disk raises ``OSError``
+    (``errno.ENOSPC``) naming the device's directory and the file; the existing checkpoint is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()  # serialise first: a write error is then an OSError, not torch's "unexpected pos"
+    torch.save(state, buffer)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.is_file():
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if err.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on the device holding {path.parent} while writing {path}") from None
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -49,13 +83,51 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+_UNREADABLE = (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError)
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save` (raises FileNotFoundError naming the path)."""
+    """Read a checkpoint written by :func:`save`.
+
+    Raises ``FileNotFoundError`` naming the path, or :class:`CheckpointError` (one line naming the file)
+    when it is truncated or corrupt.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    # our checkpoints hold numpy RNG state and config dicts, not only tensors
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        # our checkpoints hold numpy RNG state and config dicts, not only tensors
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except _UNREADABLE as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or corrupt: {first}); restore it, or delete the run "
+            "directory to start over"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict")
+    return state
+
+
+def load_or_fallback(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
+    """:func:`load` ``path``; if it is unreadable, the previous checkpoint ``<name>.prev`` with a warning.
+
+    Returns ``(state, the path read)``; raises :class:`CheckpointError` naming both files if neither reads.
+    """
+    path = Path(path)
+    try:
+        return load(path, map_location), path
+    except CheckpointError as err:
+        previous = previous_path(path)
+        if not previous.is_file():
+            raise
+        try:
+            state = load(previous, map_location)
+        except CheckpointError:
+            raise CheckpointError(f"{err}; the previous checkpoint {previous} is unreadable too") from None
+        log.warning("warning: %s is unreadable; falling back to the previous checkpoint %s (iteration %s)",
+                    path, previous, state.get("iteration", "?"))
+        return state, previous
 
 
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:

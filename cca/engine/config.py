@@ -1,31 +1,35 @@
 """Experiment settings: one frozen dataclass read top to bottom, named presets, ``key=value`` overrides.
 
-A run is fully described by one :class:`ExperimentConfig`; it is saved as ``config.json`` beside the
-run's checkpoints and metrics. Overrides from the command line (``--set key=value``) are parsed
-against the field's type; an unknown key is an error that lists the valid ones::
+A run is fully described by one :class:`ExperimentConfig` (extended by :class:`VideoConfig` and
+:class:`DetectionConfig` where a table needs more); it is saved as ``config.json`` beside the run's
+checkpoints and metrics. Overrides from the command line (``--set key=value``) are parsed against the
+field's type (:mod:`cca.engine.parsing`, the one parser); an unknown key is an error that lists the
+valid ones, a value out of range an error naming the setting and its valid range::
 
     cfg = get_config("smoke")
     cfg = apply_overrides(cfg, ["iterations=50", "crop_size=32,64", "pretrained=none"])
     save_config(cfg, "runs/smoke/config.json")
 
 ``batch_size`` is the *global* batch (summed over processes and gradient-accumulation steps), as in
-the paper ("batch 8 on 4 GPUs" is ``batch_size=8`` with ``torchrun --nproc_per_node 4``).
+the paper ("batch 8 on 4 GPUs" is ``batch_size=8`` with ``torchrun --nproc_per_node 4``). Named presets
+(mmsegmentation-style names that tell the whole setup) live in :mod:`cca.engine.presets`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
-import types
-import typing
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from cca._io import atomic_write_json
+from cca.engine.parsing import apply_overrides, check_fields, parse_value  # noqa: F401  (the one parser, re-exported)
+
 AMP_DTYPES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 EVAL_MODES = ("whole", "slide")
+SEED_MAX = 2**32 - 1  # numpy's seed range; torch's is wider
 
 
 @dataclass(frozen=True)
@@ -86,11 +90,7 @@ class ExperimentConfig:
     output_dir: str = ""  # "" -> runs/<name>
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            checked = _check_type(f.name, value, _field_types()[f.name])
-            if checked is not value:
-                object.__setattr__(self, f.name, checked)
+        check_fields(self)
         _check_values(self)
 
     @property
@@ -102,186 +102,119 @@ class ExperimentConfig:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 
 
+@dataclass(frozen=True)
+class VideoConfig(ExperimentConfig):
+    """A CamVid run: the engine's settings plus the clip length of the 3D model (``model="ccnet3d"``)."""
+
+    clip_length: int = 3  # frames per clip (the centre one is labelled)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _need(self, self.clip_length >= 1 and self.clip_length % 2 == 1, "clip_length", "an odd integer >= 1")
+
+
+@dataclass(frozen=True)
+class DetectionConfig(ExperimentConfig):
+    """A Mask R-CNN run: the engine's settings plus the detector's resize and step-decay schedule."""
+
+    rcca: bool = True  # RCCA on the backbone output
+    min_size: int = 800  # torchvision's resize: shorter side (standard COCO setting)
+    max_size: int = 1333
+    lr_steps: tuple[int, ...] = (60000, 80000)  # LR x lr_gamma at each of these iterations
+    lr_gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _need(self, 1 <= self.min_size <= self.max_size, "min_size", f"in [1, max_size={self.max_size}]")
+        _need(self, all(s >= 1 for s in self.lr_steps), "lr_steps", "positive iterations")
+        _need(self, 0.0 < self.lr_gamma <= 1.0, "lr_gamma", "in (0, 1]")
+
+
+CONFIG_TYPES = (ExperimentConfig, VideoConfig, DetectionConfig)
+
+
 # ---------------------------------------------------------------------------------------------
-# Overrides, JSON
+# JSON
 # ---------------------------------------------------------------------------------------------
 
 
-def field_names() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(ExperimentConfig))
-
-
-def apply_overrides(cfg: ExperimentConfig, overrides: typing.Iterable[str] | dict[str, Any]) -> ExperimentConfig:
-    """A copy of ``cfg`` with ``key=value`` strings (parsed by field type) or a dict of values applied.
-
-    Raises ``ValueError`` for an unknown key (listing the valid ones) or a malformed item,
-    ``TypeError`` for a value that does not fit the field's type.
-    """
-    types_ = _field_types()
-    changes: dict[str, Any] = {}
-    items = overrides.items() if isinstance(overrides, dict) else (_split_item(o) for o in overrides)
-    for key, value in items:
-        if key not in types_:
-            raise ValueError(f"unknown setting {key!r}; valid settings: {', '.join(field_names())}")
-        changes[key] = parse_value(key, value, types_[key]) if isinstance(value, str) else value
-    return dataclasses.replace(cfg, **changes)
+def field_names(cls: type = ExperimentConfig) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path, **extra: Any) -> Path:
-    """Write ``cfg`` as JSON; ``extra`` items go under keys prefixed with ``_`` (ignored on load)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``cfg`` as JSON atomically; ``extra`` items go under keys prefixed with ``_`` (ignored on load)."""
     data = cfg.to_dict()
     data.update({f"_{k}": v for k, v in extra.items()})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(path, data)
 
 
-def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Inverse of :meth:`ExperimentConfig.to_dict`; keys starting with ``_`` are ignored."""
+def config_from_dict(data: Any, source: str = "config") -> ExperimentConfig:
+    """Inverse of :meth:`ExperimentConfig.to_dict` (the smallest config type holding every key);
+    keys starting with ``_`` are ignored."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{source} must hold a JSON object of settings (key: value), got {type(data).__name__} {data!r}")
     clean = {k: v for k, v in data.items() if not k.startswith("_")}
-    unknown = sorted(set(clean) - set(field_names()))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; valid settings: {', '.join(field_names())}")
-    return ExperimentConfig(**clean)
+    for cls in CONFIG_TYPES:
+        if set(clean) <= set(field_names(cls)):
+            return cls(**clean)
+    unknown = sorted(set(clean) - set(field_names(ExperimentConfig)))
+    raise ValueError(f"unknown setting(s) {unknown}; valid settings: {', '.join(field_names())}")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    return config_from_dict(json.loads(path.read_text()))
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"config file {path} is not valid JSON: {err}") from None
+    return config_from_dict(data, source=f"config file {path}")
 
 
 def diff(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
     """Settings that differ between two configs: ``{key: (a_value, b_value)}``."""
-    return {f.name: (getattr(a, f.name), getattr(b, f.name)) for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)}
+    return {f.name: (getattr(a, f.name), getattr(b, f.name)) for f in fields(a)
+            if getattr(a, f.name) != getattr(b, f.name, None)}
+
+
+def get_config(name: str) -> ExperimentConfig:
+    """The preset called ``name`` (:mod:`cca.engine.presets`), or the config saved in a ``.json`` at that path."""
+    from cca.engine import presets
+
+    return presets.get_config(name)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PRESETS":  # the registry lives in cca.engine.presets (it imports this module)
+        from cca.engine.presets import PRESETS
+
+        return PRESETS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
-# Parsing and checking values against the field types
+# Value ranges
 # ---------------------------------------------------------------------------------------------
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
+
+def _need(cfg: Any, ok: bool, key: str, expectation: str) -> None:
+    if not ok:
+        raise ValueError(f"setting {key!r} must be {expectation}, got {getattr(cfg, key)!r}")
 
 
-@functools.cache
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(ExperimentConfig)
-
-
-def _split_item(item: str) -> tuple[str, str]:
-    if "=" not in item:
-        raise ValueError(f"override must look like key=value, got {item!r}")
-    key, value = item.split("=", 1)
-    return key.strip(), value.strip()
-
-
-def _optional_inner(tp: Any) -> Any | None:
-    """``X`` for ``X | None``, else None."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return args[0]
-    return None
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) if typing.get_origin(tp) is None else str(tp).replace("typing.", "")
-
-
-def parse_value(key: str, text: str, tp: Any) -> Any:
-    """Parse the command-line text of setting ``key`` into type ``tp`` (raises TypeError if it does not fit)."""
-    inner = _optional_inner(tp)
-    if inner is not None:
-        if text.strip().lower() in ("none", "null", ""):
-            return None
-        return parse_value(key, text, inner)
-    expected = _type_name(tp)
-    bad = TypeError(f"setting {key!r} expects {expected}, got {text!r}")
-    if tp is bool:
-        low = text.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise bad
-    if tp is int:
-        try:
-            return int(text.strip())
-        except ValueError:
-            raise bad from None
-    if tp is float:
-        try:
-            return float(text.strip())
-        except ValueError:
-            raise bad from None
-    if tp is str:
-        return text
-    if typing.get_origin(tp) is tuple:
-        args = typing.get_args(tp)
-        parts = [p for p in text.strip().strip("()[]").split(",") if p.strip()]
-        elem = args[0]
-        if len(args) == 2 and args[1] is Ellipsis:
-            if not parts:
-                raise bad
-        elif len(parts) == 1 and len(set(args)) == 1:
-            parts = parts * len(args)  # "769" -> (769, 769)
-        elif len(parts) != len(args):
-            raise TypeError(f"setting {key!r} expects {expected} ({len(args)} comma-separated values), got {text!r}")
-        return tuple(parse_value(key, p, elem) for p in parts)
-    raise TypeError(f"setting {key!r} has unsupported type {expected}")
-
-
-def _check_type(key: str, value: Any, tp: Any) -> Any:
-    """``value`` checked against ``tp`` (lists become tuples, ints become floats); raises TypeError."""
-    inner = _optional_inner(tp)
-    if inner is not None:
-        return None if value is None else _check_type(key, value, inner)
-    expected = _type_name(tp)
-    bad = TypeError(f"setting {key!r} expects {expected}, got {type(value).__name__} {value!r}")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return value if isinstance(value, float) else float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if typing.get_origin(tp) is tuple:
-        if not isinstance(value, (tuple, list)):
-            raise bad
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            if len(value) == 0:
-                raise bad
-            elems = [args[0]] * len(value)
-        else:
-            if len(value) != len(args):
-                raise bad
-            elems = list(args)
-        return tuple(_check_type(key, v, t) for v, t in zip(value, elems, strict=True))
-    raise TypeError(f"setting {key!r} has unsupported type {expected}")
+def _finite(values: Any) -> bool:
+    return all(math.isfinite(v) for v in values)
 
 
 def _check_values(cfg: ExperimentConfig) -> None:
     def need(ok: bool, key: str, expectation: str) -> None:
-        if not ok:
-            raise ValueError(f"setting {key!r} must be {expectation}, got {getattr(cfg, key)!r}")
+        _need(cfg, ok, key, expectation)
 
-    for key in ("iterations", "batch_size", "grad_accum", "recurrence", "synthetic_num_train", "synthetic_num_val"):
-        need(getattr(cfg, key) >= (0 if key == "recurrence" else 1), key, "a positive integer")
+    for key in ("iterations", "batch_size", "grad_accum", "synthetic_num_train", "synthetic_num_val"):
+        need(getattr(cfg, key) >= 1, key, "a positive integer")
+    need(cfg.recurrence >= 0, "recurrence", "an integer >= 0")
     for key in ("eval_every", "warmup_iters", "num_workers", "ohem_min_kept"):
         need(getattr(cfg, key) >= 0, key, ">= 0")
     for key in ("checkpoint_every", "log_every"):
@@ -294,8 +227,10 @@ def _check_values(cfg: ExperimentConfig) -> None:
     for key in ("crop_size", "synthetic_size", "eval_crop", "eval_stride"):
         value = getattr(cfg, key)
         need(value is None or all(v > 0 for v in value), key, "positive (H, W)")
-    need(all(s > 0 for s in cfg.eval_scales), "eval_scales", "positive scales")
-    need(0 < cfg.scale_range[0] <= cfg.scale_range[1], "scale_range", "(low, high) with 0 < low <= high")
+    need(_finite(cfg.eval_scales) and all(s > 0 for s in cfg.eval_scales), "eval_scales", "finite positive scales, e.g. 0.75,1,1.25")
+    need(_finite(cfg.scale_range) and 0 < cfg.scale_range[0] <= cfg.scale_range[1], "scale_range",
+         "(low, high) with 0 < low <= high < inf")
+    need(0 <= cfg.seed <= SEED_MAX, "seed", f"an integer in [0, {SEED_MAX}]")
     need(cfg.amp in AMP_DTYPES, "amp", f"one of {AMP_DTYPES}")
     need(cfg.device in DEVICES, "device", f"one of {DEVICES}")
     need(cfg.eval_mode in EVAL_MODES, "eval_mode", f"one of {EVAL_MODES}")
@@ -304,88 +239,3 @@ def _check_values(cfg: ExperimentConfig) -> None:
 
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-# ---------------------------------------------------------------------------------------------
-# Presets. Each header gives the launch command and what the run should reach.
-# ---------------------------------------------------------------------------------------------
-
-# python -m cca train --config smoke
-# CPU, a few seconds: tiny backbone on synthetic Cityscapes-format data written on first use;
-# the loss falls, last.pt / best.pt / metrics.jsonl / config.json appear in runs/smoke.
-_SMOKE = ExperimentConfig(
-    name="smoke",
-    model="ccnet",
-    backbone="resnet18_tiny",
-    recurrence=2,
-    dataset="cityscapes",
-    data_root="data/synthetic/cityscapes",
-    synthetic=True,
-    synthetic_num_train=8,
-    synthetic_num_val=3,
-    synthetic_size=(64, 128),
-    crop_size=(64, 64),
-    num_workers=0,
-    batch_size=2,
-    iterations=20,
-    lr=0.01,
-    eval_every=10,
-    eval_mode="whole",
-    device="cpu",
-    checkpoint_every=5,
-    deterministic=True,
-)
-
-# torchrun --nproc_per_node 4 -m cca train --config cityscapes_r101_769 --set pretrained=PATH
-# The paper's Cityscapes setting (TPAMI 2020): ResNet-101 (output stride 8), RCCA R=2, crop 769,
-# global batch 8, 60k iterations, SGD lr 0.01 / momentum 0.9 / wd 1e-4, poly 0.9, aux 0.4,
-# single-scale sliding-window evaluation on val. Target: the released code's val mIoU in
-# experiments/paper/official_code.csv.
-_CITYSCAPES_R101_769 = ExperimentConfig(
-    name="cityscapes_r101_769",
-    # model: ResNet-101 (output stride 8) + RCCA with R=2 + auxiliary FCN head on res4
-    model="ccnet",
-    backbone="resnet101",
-    recurrence=2,
-    pretrained=None,  # ImageNet weights: --set pretrained=PATH
-    # data: Cityscapes fine, 769x769 crops, random scale and flip
-    dataset="cityscapes",
-    data_root="data/cityscapes",
-    train_split="train",
-    val_split="val",  # test labels are not public
-    crop_size=(769, 769),
-    scale_range=(0.5, 2.0),  # not stated in the sources we found; the engine's default
-    flip=True,
-    # optimisation: SGD, lr 0.01, momentum 0.9, weight decay 1e-4, poly 0.9, global batch 8, 60k steps
-    batch_size=8,
-    iterations=60000,
-    lr=0.01,
-    momentum=0.9,
-    weight_decay=1e-4,
-    poly_power=0.9,
-    # loss: cross entropy + 0.4 x auxiliary; OHEM and the category consistent loss off
-    aux_weight=0.4,
-    ohem=False,
-    ohem_thresh=0.7,  # the released code's OHEM flags: --ohem-thres 0.7 --ohem-keep 100000
-    ohem_min_kept=100000,
-    ccl_weight=0.0,
-    # evaluation: single-scale sliding 769x769 window, as the released code's val numbers
-    eval_every=10000,
-    eval_mode="slide",
-    eval_crop=(769, 769),
-    eval_scales=(1.0,),
-    eval_flip=False,
-    device="auto",
-    checkpoint_every=1000,
-)
-
-PRESETS: dict[str, ExperimentConfig] = {c.name: c for c in (_SMOKE, _CITYSCAPES_R101_769)}
-
-
-def get_config(name: str) -> ExperimentConfig:
-    """The preset called ``name``, or the config saved in a ``config.json`` at that path."""
-    if name in PRESETS:
-        return PRESETS[name]
-    if name.endswith(".json"):
-        return load_config(name)
-    raise ValueError(f"config must be one of {sorted(PRESETS)} or a path to a config.json, got {name!r}")

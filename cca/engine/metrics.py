@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -131,10 +130,9 @@ class ConfusionMatrix:
             "iou": {n: _json_float(v) for n, v in zip(names, result["iou"], strict=True)},
             "acc": {n: _json_float(v) for n, v in zip(names, result["acc"], strict=True)},
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2) + "\n")
-        return path
+        from cca._io import atomic_write_json
+
+        return atomic_write_json(path, payload)
 
 
 def _nanmean(values: torch.Tensor) -> float:

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from cca._io import atomic_write_json, atomic_write_text, finite_or_none  # noqa: F401  (re-exported)
+
 
 class MetricsLog:
     """Appends JSON rows to ``path`` (only when ``enabled``, i.e. on rank 0), flushed line by line."""
@@ -48,9 +50,7 @@ class MetricsLog:
         if drop:
             with self.path.with_name(self.path.stem + ".discarded.jsonl").open("a") as f:
                 f.write("".join(line + "\n" for line in drop))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
         return len(drop)
 
 
@@ -64,23 +64,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as indented JSON atomically; NaN/inf become ``null`` (e.g. IoU of an absent class)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(finite_or_none(data), indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def finite_or_none(value: Any) -> Any:
-    """``value`` with NaN/inf floats (nested in dicts and lists too) replaced by ``None``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    return value
+    return atomic_write_json(path, data)
 
 
 def _finite_or_str(value: Any) -> Any:

@@ -13,7 +13,12 @@ process accumulating N micro-batches of b (BatchNorm statistics are per micro-ba
 
 Files in ``cfg.run_dir``: ``config.json``, ``metrics.jsonl`` (train and eval rows), ``last.pt``
 (full state, every ``checkpoint_every`` steps and at the end), ``best.pt`` (weights with the best val
-mIoU), ``metrics.json`` (per-class IoU of the final evaluation).
+mIoU), ``metrics.json`` (per-class IoU of the final evaluation, fractions in [0, 1]), ``.lock`` (held by
+the running process: a second run on the same directory fails at once naming it).
+
+Resuming (``resume=True``) continues from ``last.pt`` (or ``last.pt.prev`` with a warning when ``last.pt``
+is unreadable) and finishes whatever is missing, the final evaluation and ``metrics.json`` included.
+Ctrl-C raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) saying where the run stopped.
 """
 
 from __future__ import annotations
@@ -21,9 +26,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,8 @@ from tqdm.auto import tqdm
 from cca.engine import builders, checkpoint, distributed, runlog
 from cca.engine.config import ExperimentConfig, config_from_dict, diff, save_config
 from cca.engine.evaluate import evaluate_model, metrics_payload
+from cca.engine.lock import RunLock
+from cca.engine.runtime import TrainingInterrupted, compile_kernels, determinism, final_metrics_done
 from cca.engine.sampling import InfiniteLoader, ResumableDistributedSampler, SeededSamples, sample_seed
 from cca.engine.schedule import poly_scheduler
 from cca.reports.provenance import provenance
@@ -54,33 +60,16 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_step: StepHook | No
     the last checkpoint written before stays as it is.
     """
     info = distributed.setup(cfg.device)
+    lock = RunLock(cfg.run_dir) if info.is_main else None  # one run per directory (rank 0 holds it)
     try:
-        with _determinism(cfg.deterministic, info.device):
+        if lock is not None:
+            lock.acquire()
+        with determinism(cfg.deterministic, info.device):
             return _Trainer(cfg, info, resume).run(on_step)
     finally:
+        if lock is not None:
+            lock.release()
         distributed.cleanup(info)
-
-
-@contextlib.contextmanager
-def _determinism(deterministic: bool, device: torch.device) -> Iterator[None]:
-    """cudnn.benchmark off and deterministic algorithms on when asked for; restored afterwards."""
-    saved = (
-        torch.backends.cudnn.benchmark,
-        torch.backends.cudnn.deterministic,
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
-    if deterministic and device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
-    torch.backends.cudnn.deterministic = deterministic
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
-        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
 def micro_batch_size(cfg: ExperimentConfig, world_size: int) -> int:
@@ -99,7 +88,7 @@ class _Trainer:
         self.cfg, self.info = cfg, info
         self.run_dir = cfg.run_dir
         self.last_path, self.best_path = self.run_dir / "last.pt", self.run_dir / "best.pt"
-        if resume and not self.last_path.is_file():
+        if resume and not (self.last_path.is_file() or checkpoint.previous_path(self.last_path).is_file()):
             raise FileNotFoundError(f"resume was asked for but there is no checkpoint at {self.last_path}")
         if not resume and self.last_path.is_file():
             raise FileExistsError(
@@ -151,6 +140,7 @@ class _Trainer:
         self.elapsed_s = 0.0
         if resume:
             self._load(self.last_path)
+        compile_kernels()  # a JIT build of the kernels happens here, not inside the first timed step
         self.model: nn.Module = self.module
         if info.distributed:
             self.model = DistributedDataParallel(
@@ -173,7 +163,12 @@ class _Trainer:
         cfg, info = self.cfg, self.info
         final: dict[str, Any] | None = None
         if self.iteration >= cfg.iterations:
-            log.info("run %s is complete (%d/%d iterations)", self.run_dir, self.iteration, cfg.iterations)
+            if final_metrics_done(self.run_dir / "metrics.json", cfg.iterations):
+                log.info("run %s is complete (%d/%d iterations)", self.run_dir, self.iteration, cfg.iterations)
+            else:  # killed after its last checkpoint, before metrics.json: finish what is missing
+                log.info("run %s finished training (%d/%d iterations) but not its final evaluation: evaluating now",
+                         self.run_dir, self.iteration, cfg.iterations)
+                final = self._evaluate()
         bar = tqdm(
             total=cfg.iterations,
             initial=self.iteration,
@@ -202,6 +197,8 @@ class _Trainer:
                     self._save_last()
                 if on_step is not None:
                     on_step(it, row)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self.iteration, self.saved_iteration, self.run_dir) from None
         finally:
             bar.close()
         if final is not None and info.is_main:
@@ -283,7 +280,7 @@ class _Trainer:
                 checkpoint.save(
                     {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(), "iteration": self.iteration,
                      "model": self.module.state_dict(), "miou": self.best_miou},
-                    self.best_path,
+                    self.best_path, keep_previous=False,
                 )
         return result
 
@@ -318,10 +315,22 @@ class _Trainer:
         distributed.barrier()
 
     def _load(self, path: Path) -> None:
-        state = checkpoint.load(path, map_location=self.info.device)
+        state, path = checkpoint.load_or_fallback(path, map_location=self.info.device)
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a training checkpoint of this engine (format {state.get('format')!r})")
+            raise checkpoint.CheckpointError(f"{path} is not a training checkpoint of this engine (format {state.get('format')!r})")
         saved = config_from_dict(state["config"])
+        done = int(state["iteration"])
+        if done > self.cfg.iterations:
+            raise checkpoint.CheckpointError(
+                f"{path} is at iteration {done} but iterations={self.cfg.iterations}: a run cannot be shortened below "
+                f"its checkpoint; pass --set iterations={saved.iterations} (or any value >= {done}), or start a new run "
+                "in another directory"
+            )
+        if saved.iterations != self.cfg.iterations and self.info.is_main:
+            log.warning("iterations changed from %d to %d: the run %s to %d iterations from its checkpoint at %d; "
+                        "the poly LR schedule now ends at iteration %d", saved.iterations, self.cfg.iterations,
+                        "is extended" if self.cfg.iterations > saved.iterations else "is shortened",
+                        self.cfg.iterations, done, self.cfg.iterations)
         changed = {k: v for k, v in diff(saved, self.cfg).items() if k != "output_dir"}
         if changed and self.info.is_main:
             log.warning("resuming with settings that differ from the checkpoint's: %s",

@@ -74,7 +74,7 @@ def _links(reports_dir: Path, pattern: str) -> list[str]:
 def build_index(reports_dir: str | Path, paper_dir: str | Path) -> str:
     """The Markdown text of ``reports/README.md``."""
     reports_dir = Path(reports_dir)
-    lines = ["# Reports\n", stamp(provenance(), "nox -s report  (python -m cca.reports.index)"), ""]
+    lines = ["# Reports\n", stamp(provenance(), "nox -s report"), ""]
     lines += [
         "Every table of the CCNet paper (TPAMI 2020) that this project reproduces, with the paper's value beside",
         "ours. **Status** says what produced our numbers: *full* is the paper's setting on the real dataset;",

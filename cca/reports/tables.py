@@ -252,6 +252,7 @@ def write_report(
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     out = frame.drop(columns=["paper_text"]).copy()
     out["paper"] = [t if t else "" for t in frame["paper_text"]]
+    out.loc[out["scale"] == "smoke", "diff"] = None  # as the Markdown's "n/a (smoke)": not compared
     out["command"] = [c or regenerate for c in out["command"]]
     out.to_csv(csv_path, index=False)
     parts = [f"# {title}\n\n", stamp(dict(provenance), regenerate), f"\n{summary.strip()}\n", "\n" + to_markdown(frame) + "\n"]

@@ -1,0 +1,147 @@
+"""``reports/tableN.md`` + ``.csv`` of one scale, built from every result on disk for that scale, with
+training curves, and the index ``reports/README.md``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cca._io import atomic_write_text
+from experiments import spec
+from experiments.settings import BACKBONE_NAMES, run_dir, settings_dict
+from experiments.spec import Options, Table
+
+METRIC_LABELS = {"miou": "mIoU", "box_ap": "box AP", "mask_ap": "mask AP"}
+
+
+def _ours(results: Mapping[str, Mapping[str, Any]]):
+    from cca.reports.tables import OursResult
+
+    ours = {}
+    for key, record in results.items():
+        commit = record.get("commit") or ""
+        ours[key] = OursResult(
+            label=record.get("label", key),
+            metrics={k: float(v) for k, v in record["metrics"].items() if v is not None},
+            status="done",
+            scale=record.get("scale", ""),
+            dataset=record.get("dataset", ""),
+            hardware=record.get("hardware", ""),
+            commit=commit + ("+dirty" if record.get("dirty") else ""),
+            command=record.get("command", ""),
+        )
+    return ours
+
+
+def _rows_line(table: Table, results: Mapping[str, Mapping[str, Any]], ran: Sequence[str], failed: Sequence[str]) -> str:
+    parts = []
+    for row in table.rows:
+        record = results.get(row.key)
+        if row.key in failed:
+            parts.append(f"`{row.key}` failed this time" + (f" (earlier result of {record.get('time_utc', '?')} kept)" if record else ""))
+        elif record is None:
+            parts.append(f"`{row.key}` not run at this scale")
+        elif row.key in ran:
+            parts.append(f"`{row.key}` run this time")
+        else:
+            parts.append(f"`{row.key}` earlier result ({record.get('time_utc', '?')}, commit {str(record.get('commit', ''))[:10]})")
+    return "Rows: " + "; ".join(parts) + "."
+
+
+def write_table_report(
+    table: Table, results: Mapping[str, Mapping[str, Any]], options: Options, ran: Sequence[str] = (), failed: Sequence[str] = ()
+) -> Path:
+    """``reports/tableN.md`` + ``.csv`` from ``results`` (row key -> result record, all of ``options.scale``),
+    training curves and the index ``reports/README.md``. ``ran`` / ``failed``: the rows of this run."""
+    from cca.reports import index, plots, tables
+    from cca.reports.provenance import provenance
+
+    reports = Path(options.reports_dir)
+    scale = options.scale
+    paper = tables.load_paper_table(table.paper_csv)
+    ours = _ours(results)
+    regenerate = f"nox -s reproduce_table{table.number}" + ("" if scale == "smoke" else " -- --scale full --data-root PATH ...")
+    frame = tables.compare(paper, ours, table.metrics, command=options.command)
+    if scale == "full":
+        summary = "**Full scale** (the paper's setting on the real dataset). " + table.shows_full
+    else:
+        summary = (
+            "**Smoke scale: this is not a reproduction of the paper's numbers.** "
+            + table.shows_smoke
+            + " The paper's values are quoted beside ours only to show which number each row will be compared "
+            "with once the table runs at full scale (`--scale full` on the real dataset)."
+        )
+    summary += "\n\n" + _rows_line(table, results, ran, failed)
+    metric = table.metrics[0]  # the table's main metric, plotted against iteration beside the loss
+    metric_label = METRIC_LABELS.get(metric, metric)
+    curves = []
+    for row in table.rows:
+        record = results.get(row.key)
+        log = run_dir(table, row, options) / "metrics.jsonl"
+        if record is None or not log.is_file():
+            continue
+        out = reports / "curves" / f"table{table.number}_{row.key}.png"
+        data = record.get("dataset", "")
+        title = f"Table {table.number}: {record.get('label', row.label)} ({scale}{', ' + data if data else ''})"
+        try:
+            plots.plot_training_curves(log, out, title=title, metric=metric, metric_label=metric_label)
+            curves.append(f"[{row.key}](curves/{out.name})")
+        except ValueError as error:  # e.g. a run killed before its first logged step
+            curves.append(f"{row.key} (no curve: {error})")
+    settings_lines = []
+    base = settings_dict(table.base(scale))
+    for row in table.rows:
+        record = results.get(row.key)
+        if record and "settings" in record:
+            changed = {k: v for k, v in record["settings"].items() if base.get(k) != v and k not in ("output_dir", "name")}
+            settings_lines.append(f"- `{row.key}` ({record.get('label', row.label)}): {changed or 'base settings'}")
+        else:
+            settings_lines.append(f"- `{row.key}` ({row.label}): not run at {scale} scale")
+    sections = [
+        ("Settings", _settings_text(table) + f"\n\nRows (changes from the {scale} base settings):\n\n" + "\n".join(settings_lines)),
+    ]
+    if curves:
+        sections.append(("Training curves", f"Loss and val {metric_label} vs iteration ({scale} scale): " + ", ".join(curves) + "."))
+    notes = [
+        "Paper values come from `experiments/paper/" + table.paper_csv.name + "` with their confidence: "
+        "verbatim (read in the paper), secondary (quoted by the authors elsewhere), uncertain (recalled, not re-read). "
+        "'not found' means the value was not found in the sources searched; it is left empty, never guessed.",
+        "Rows quoted from the paper only (other methods) are marked as such; rows of ours that the paper's table "
+        "does not have are marked 'not in the paper's table'. `--rows` takes our row keys or the paper's row names.",
+        *table.notes,
+    ]
+    prov = provenance(options.device or "cpu", command=options.command or None)
+    md, _ = tables.write_report(
+        frame,
+        reports / f"table{table.number}.md",
+        reports / f"table{table.number}.csv",
+        title=f"Table {table.number}: {table.title}",
+        provenance=prov,
+        regenerate=regenerate,
+        summary=summary,
+        notes=notes,
+        sections=sections,
+    )
+    atomic_write_text(reports / "README.md", index.build_index(reports, spec.PAPER_DIR))
+    print(f"[table {table.number}] wrote {md} and {md.with_suffix('.csv')} ({scale} scale)")
+    return md
+
+
+def _full_value(key: str, value: Any) -> str:
+    if key == "pretrained" and value is None:
+        return "ImageNet weights (as the paper; a local file: --pretrained PATH)"
+    if key == "backbone":
+        return f"{value!r} ({BACKBONE_NAMES.get(value, value)})"
+    return repr(value)
+
+
+def _settings_text(table: Table) -> str:
+    full = settings_dict(table.full)
+    smoke = settings_dict(table.smoke)
+    lines = ["| setting | full (paper) | smoke |", "| --- | --- | --- |"]
+    for key, value in full.items():
+        if key in ("output_dir", "name"):
+            continue
+        lines.append(f"| {key} | {_full_value(key, value) if 'backbone' in full else repr(value)} | {smoke.get(key)!r} |")
+    return "Base settings of the table (each row changes a few):\n\n" + "\n".join(lines)

@@ -1,0 +1,185 @@
+"""The settings one row runs with, their hash, and the smoke scale derived from a full-scale preset.
+
+Settings of a row = base of the scale (full or smoke) + the row's changes + the command line
+(``--data-root``, ``--pretrained``, ``--device``, ``--set key=value``), all applied by the engine's one
+parser (:func:`cca.engine.parsing.apply_overrides`: unknown keys and bad values are named).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.spec import SYNTHETIC_AUTO, Options, Row, Table
+
+BACKBONE_NAMES = {"resnet101": "ResNet-101", "resnet50": "ResNet-50"}  # as the paper's tables print them
+
+
+def apply_changes(settings: Any, changes: Mapping[str, Any] | Sequence[str]) -> Any:
+    """A copy of the dataclass ``settings`` with ``changes`` (a dict, or ``key=value`` strings parsed by type)."""
+    from cca.engine.parsing import apply_overrides
+
+    return apply_overrides(settings, dict(changes) if isinstance(changes, Mapping) else list(changes))
+
+
+def field_names(settings: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(settings)}
+
+
+def run_dir(table: Table, row: Row, options: Options) -> Path:
+    """``runs/tableNN/<scale>/<row>``: smoke and full results of a row never replace each other."""
+    return Path(options.runs_dir) / f"table{table.number:02d}" / options.scale / row.key
+
+
+def row_settings(table: Table, row: Row, options: Options) -> Any:
+    """The settings one row runs with: base of the scale + row changes + command line."""
+    settings = apply_changes(table.base(options.scale), dict(row.changes))
+    names = field_names(settings)
+    cli: dict[str, Any] = {}
+    if options.data_root is not None and "data_root" in names:
+        cli["data_root"] = options.data_root
+        if "synthetic" in names:
+            cli["synthetic"] = False
+    if options.pretrained is not None:
+        if not Path(options.pretrained).is_file():
+            raise FileNotFoundError(f"--pretrained: no file at {options.pretrained}")
+        if "pretrained" in names:
+            cli["pretrained"] = options.pretrained
+    if options.device is not None and "device" in names:
+        cli["device"] = options.device
+    if "output_dir" in names:
+        cli["output_dir"] = str(run_dir(table, row, options))
+    if "name" in names:
+        cli["name"] = f"table{table.number:02d}_{row.key}"
+    settings = apply_changes(settings, cli)
+    if options.overrides:
+        settings = apply_changes(settings, list(options.overrides))
+    if getattr(settings, "synthetic", False) and settings.data_root == SYNTHETIC_AUTO:
+        settings = apply_changes(settings, {"data_root": str(synthetic_root(settings, options.runs_dir))})
+    return settings
+
+
+def synthetic_root(settings: Any, runs_dir: Path) -> Path:
+    """Where synthetic data of these settings lives: its parameters are in the name, so changing them
+    (``--set synthetic_num_train=...``) writes a new data set instead of reusing another."""
+    size = "x".join(str(s) for s in settings.synthetic_size)
+    name = f"{settings.dataset}-{settings.synthetic_num_train}-{settings.synthetic_num_val}-{size}-s{settings.seed}"
+    return Path(runs_dir) / "data" / "synthetic" / name
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    def clean(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [clean(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return {f.name: clean(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+
+
+def settings_hash(table: Table, row: Row, settings: Any) -> str:
+    """Hash of what decides a row's result (the run directory itself excluded)."""
+    data = {k: v for k, v in settings_dict(settings).items() if k != "output_dir"}
+    blob = json.dumps({"table": table.number, "row": row.key, "settings": data}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def row_label(row: Row, settings: Any) -> str:
+    """The row's label with the backbone it really runs (``resnet18_tiny`` at smoke scale, not "ResNet-101")."""
+    backbone = getattr(settings, "backbone", None)
+    if backbone is None:
+        return row.label
+    label = row.label
+    actual = BACKBONE_NAMES.get(backbone, backbone)
+    for name in BACKBONE_NAMES.values():
+        label = label.replace(name, actual)
+    return label
+
+
+def data_label(settings: Any) -> str:
+    """``"synthetic <dataset>-format"``, ``"<dataset> (real)"`` or ``"no data (module alone)"``."""
+    dataset = getattr(settings, "dataset", None)
+    if dataset is None:
+        return "no data (module alone)"
+    if getattr(settings, "synthetic", False):
+        return f"synthetic {dataset}-format"
+    return f"{dataset} (real)"
+
+
+def smoke_of(full: Any, **changes: Any) -> Any:
+    """The smoke scale of a training setting: same model/loss/evaluation recipe, tiny everything else.
+
+    Tiny backbone without pretrained weights, CPU, synthetic data in the dataset's own format
+    (written under ``runs/data/synthetic/<parameters>`` on first use: 32 train / 8 val images), 64-pixel
+    crops, global batch 8, 300 iterations (measured: about 4 minutes per row on 2 CPU cores), whole-image evaluation.
+    ``changes`` adjust it per table.
+    """
+    iterations = changes.pop("iterations", 300)
+    synthetic_size = tuple(changes.pop("synthetic_size", (64, 96)))
+    crop = tuple(changes.pop("crop_size", (64, 64)))
+    batch = changes.pop("batch_size", 8)
+    full_pixels = full.crop_size[0] * full.crop_size[1] * full.batch_size
+    smoke_pixels = crop[0] * crop[1] * batch
+    base = dict(
+        backbone="resnet18_tiny",
+        pretrained=None,
+        synthetic=True,
+        synthetic_num_train=32,
+        synthetic_num_val=8,
+        synthetic_size=synthetic_size,
+        crop_size=crop,
+        batch_size=batch,
+        grad_accum=1,
+        iterations=iterations,
+        num_workers=0,
+        eval_every=max(1, iterations // 3),  # three points on the training curve
+        eval_mode="whole",
+        eval_crop=None,
+        eval_stride=None,
+        device="cpu",
+        amp="none",
+        checkpoint_every=max(1, iterations // 2),
+        log_every=1,
+        ohem_min_kept=max(1, round(full.ohem_min_kept * smoke_pixels / full_pixels)),
+    )
+    base.update(changes)
+    return dataclasses.replace(full, data_root=SYNTHETIC_AUTO, **base)
+
+
+def paper_row_names(table: Table) -> dict[str, str]:
+    """``{paper CSV row name: our row key}`` for the paper rows that name one of ours."""
+    import pandas as pd
+
+    path = table.paper_csv
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "ours_row" not in frame.columns or "row" not in frame.columns:
+        return {}
+    return {r: k for r, k in zip(frame["row"], frame["ours_row"], strict=True) if k}
+
+
+def selected_rows(table: Table, options: Options) -> list[Row]:
+    """The rows ``--rows`` names (our keys, or the paper CSV's row names shown in the report); all by default."""
+    if not options.rows:
+        return list(table.rows)
+    known = {r.key: r for r in table.rows}
+    aliases = paper_row_names(table)
+    chosen: list[Row] = []
+    unknown = []
+    for name in options.rows:
+        key = name if name in known else aliases.get(name)
+        if key not in known:
+            unknown.append(name)
+        elif known[key] not in chosen:
+            chosen.append(known[key])
+    if unknown:
+        named = ", ".join(f"{a} (= {k})" for a, k in aliases.items() if a not in known)
+        raise ValueError(f"table {table.number} has no row(s) {unknown}; rows: {', '.join(known)}"
+                         + (f"; the report's row names also work: {named}" if named else ""))
+    return chosen
