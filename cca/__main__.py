@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0") or 0)
-    from cca.engine.runtime import quiet_cpu_toolchain_notice
+    from cca._env import quiet_cpu_toolchain_notice
 
     quiet_cpu_toolchain_notice()
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -35,3 +36,10 @@ def cache_dir() -> Path:
 
 def verbose_build() -> bool:
     return os.environ.get("CCA_VERBOSE_BUILD", "0") not in ("", "0", "false", "False")
+
+
+def quiet_cpu_toolchain_notice() -> None:
+    """On a machine without a GPU, drop torch's "No CUDA runtime is found, using CUDA_HOME=..." notice, which
+    ``torch.utils.cpp_extension`` logs on import although nothing here uses CUDA."""
+    if not torch.cuda.is_available():
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from cca.engine.runtime import quiet_cpu_toolchain_notice
+    from cca._env import quiet_cpu_toolchain_notice
 
     quiet_cpu_toolchain_notice()
     if Path.cwd().resolve() != ROOT:  # keep user paths valid after moving to the repository root

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+from cca import _env
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -53,17 +54,10 @@ def final_metrics_done(path: Path, iterations: int) -> bool:
         return False
 
 
-def quiet_cpu_toolchain_notice() -> None:
-    """On a machine without a GPU, drop torch's "No CUDA runtime is found, using CUDA_HOME=..." notice, which
-    ``torch.utils.cpp_extension`` logs on import although nothing here uses CUDA."""
-    if not torch.cuda.is_available():
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-
-
 def compile_kernels() -> None:
     """Load (JIT-compile on first use) the criss-cross kernels now, so that the progress bar's clock and
     the first step's time do not include the build; any failure is left to the first real call."""
-    quiet_cpu_toolchain_notice()
+    _env.quiet_cpu_toolchain_notice()
     try:
         from cca.ops import _extension
 

@@ -67,6 +67,7 @@ def _aot_library() -> Path | None:
 
 
 def _jit_build() -> Path:
+    _env.quiet_cpu_toolchain_notice()
     from torch.utils import cpp_extension
 
     with_cuda = torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
