@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from cca.engine.config import ExperimentConfig
 from experiments.common import Row, Table, smoke_of, train_runner
+from experiments.paper_settings import CCL_CHANNELS
 
 # The paper's LIP setting: crop 473 (DESIGN.md); the rest as Cityscapes unless noted.
 FULL = ExperimentConfig(
@@ -33,6 +34,7 @@ FULL = ExperimentConfig(
     aux_weight=0.4,
     ohem=False,
     ccl_weight=1.0,  # the TPAMI model (55.47) uses the category consistent loss
+    ccl_channels=CCL_CHANNELS,  # on a 1x1-conv projection to 16 channels (settings_tpami.csv)
     eval_every=10000,
     eval_mode="whole",  # not found in the paper: whole-image single-scale
     eval_scales=(1.0,),
