@@ -78,6 +78,11 @@ def profile_runner(table: Table, row: Row, settings: EfficiencySettings, options
         "memory_increment_mib": float(result["memory_increment_mib"]),
         "gflops": float(result["gflops"]),
         "memory_mib": float(result["memory_mib"]),
+        **(
+            {}
+            if result["memory_reserved_increment_mb"] is None
+            else {"memory_reserved_increment_mb": float(result["memory_reserved_increment_mb"])}
+        ),
     }
 
 
@@ -122,7 +127,16 @@ TABLE = Table(
     topic="efficiency",
     title="+NL vs +RCCA: GFLOPs and memory added to the ResNet-50 network (769x769)",
     kind="profile",
-    metrics=("gflops_increment", "memory_increment_mb", "memory_ratio", "flops_reduction_pct", "miou", "gflops", "memory_mib"),
+    metrics=(
+        "gflops_increment",
+        "memory_increment_mb",
+        "memory_ratio",
+        "flops_reduction_pct",
+        "miou",
+        "gflops",
+        "memory_mib",
+        "memory_reserved_increment_mb",  # GPU runs only: torch.cuda.max_memory_reserved
+    ),
     rows=ROWS,
     full=FULL,
     smoke=SMOKE,

@@ -181,6 +181,11 @@ def network_increment(
         "memory_increment_mib": memory_bytes / MiB,
         "memory_method": with_block["memory_method"],
         "memory_includes": with_block["memory_includes"],
+        "memory_reserved_increment_mb": (
+            None
+            if with_block["memory_reserved_mib"] is None or baseline["memory_reserved_mib"] is None
+            else (with_block["memory_reserved_mib"] - baseline["memory_reserved_mib"]) * MiB / MB
+        ),
         "baseline_gflops": baseline["gflops"],
         "baseline_memory_mib": baseline["memory_mib"],
         "gflops": with_block["gflops"],

@@ -229,7 +229,9 @@ METHODS = """- **GFLOPs**: {flops}. Counted with fvcore and exact handles for th
   block alone; all secondary) and `experiments/paper/claims.csv` (abstract, verbatim)."""
 
 
-def build_report(prov: dict, table: pd.DataFrame, results: list[dict], lines: list[str], fits: dict) -> Report:
+def build_report(
+    prov: dict, table: pd.DataFrame, results: list[dict], lines: list[str], fits: dict, network: list[str] = ()
+) -> Report:
     """The :class:`~cca.reports.render.Report` of ``efficiency.md``."""
     from cca.profiling.blocks import PAPER_INPUT
     from cca.profiling.flops import FLOPS_CONVENTION
@@ -252,6 +254,9 @@ def build_report(prov: dict, table: pd.DataFrame, results: list[dict], lines: li
         ),
         ("Methods", METHODS.format(flops=FLOPS_CONVENTION, includes=MEMORY_INCLUDES)),
     ]
+    if network:
+        body = "From [table5.md](table5.md) (`nox -s reproduce_table5 -- --scale full`, run before this report):\n\n"
+        sections.insert(1, ("The paper's methodology: increments of the whole network", body + "\n".join(f"- {x}" for x in network)))
     if fits:
         body = [
             "![GFLOPs vs side](scaling_gflops.png)",
@@ -304,7 +309,7 @@ def _sides(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     from cca.profiling.blocks import PAPER_INPUT
     from cca.profiling.efficiency import efficiency_rows, scaling
-    from cca.reports.efficiency_text import statements
+    from cca.reports.efficiency_text import network_findings, statements
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -326,7 +331,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_json(
         out / "data" / "efficiency.json", {"provenance": prov, "claims": claims, "results": results, "statements": lines}
     )
-    write_report(build_report(prov, table, results, lines, fits), out / "efficiency.md", csvs)
+    network = []
+    if (out / "table5.csv").is_file() and (args.paper_dir / "table05_efficiency.csv").is_file():
+        table5 = pd.read_csv(out / "table5.csv", dtype=str, keep_default_na=False)
+        network = network_findings(table5, pd.read_csv(args.paper_dir / "table05_efficiency.csv", dtype=str))
+    write_report(build_report(prov, table, results, lines, fits, network), out / "efficiency.md", csvs)
     print(f"wrote {out / 'efficiency.md'}, {out / 'efficiency.csv'}" + (", scaling plots" if sides else ""))
     for line in lines:
         print("-", line)

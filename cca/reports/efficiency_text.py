@@ -163,3 +163,78 @@ def statements(results: list[dict], table: pd.DataFrame, claims: dict) -> list[s
             + " a real CPU run under the same tracker (live_tensor_tracker(cpu)) for every block."
         )
     return out
+
+
+# --------------------------------------------------------------------------- the network view (table 5)
+NETWORK_PAIRS = (  # (non-local rows, RCCA row, what the rows assume)
+    ("nonlocal", "nonlocal_x2", "rcca_r2", "training step, one crop (the headline)"),
+    ("nonlocal_batch2", "nonlocal_x2_batch2", "rcca_r2_batch2", "training step, two crops per GPU"),
+    ("nonlocal_inference", None, "rcca_r2_inference", "forward alone, one crop"),
+)
+
+
+def network_findings(table5: pd.DataFrame, paper: pd.DataFrame, side: int = 97) -> list[str]:
+    """Statements from ``reports/table5.csv`` (ours) and ``experiments/paper/table05_efficiency.csv`` (the
+    paper's increments): the memory of each assumption in units of the non-local block's ``(HW)^2``
+    float32 map, and which assumption, if any, reproduces the paper's figures."""
+    ours = {(r.ours_row, r.metric): float(r.ours) for r in table5.itertuples() if str(r.ours) not in ("", "nan")}
+    scale = {r.ours_row: r.scale for r in table5.itertuples()}
+    rows = paper.set_index("row")
+
+    def paper_of(row: str, column: str) -> float | None:
+        try:
+            return float(rows.loc[row, column])
+        except (KeyError, ValueError, TypeError):
+            return None
+
+    map_mb = 4 * (side * side) ** 2 / 1e6  # one N=1 (HW)^2 float32 map, MB
+    p_nl, p_x2, p_rcca = (paper_of(r, "memory_increment_mb") for r in ("nonlocal", "nonlocal_x2", "rcca_r2"))
+    out = []
+    if p_nl and p_x2:
+        out.append(
+            f"The paper's +NL and +NL x2 memory, {p_nl:g} and {p_x2:g} MB, are {p_nl / map_mb:.2f} and "
+            f"{p_x2 / map_mb:.2f} (HW)^2 float32 maps of {map_mb:.1f} MB (97x97 positions): the second block adds "
+            f"{(p_x2 - p_nl) / map_mb:.2f} maps, as much as the first, so in the paper's measurement each block keeps "
+            "about four maps for the whole step."
+        )
+    for nl_key, x2_key, rcca_key, what in NETWORK_PAIRS:
+        nl, x2, rcca = (ours.get((k, "memory_increment_mb")) if k else None for k in (nl_key, x2_key, rcca_key))
+        if nl is None or rcca is None:
+            continue
+        batch = 2 if "batch2" in nl_key else 1
+        text = f"Ours, {what} ({scale.get(nl_key, '?')} scale): +NL {nl:.0f} MB ({nl / map_mb / batch:.2f} maps per crop)"
+        if x2 is not None:
+            text += f", +NL x2 {x2:.0f} MB (the second block adds {(x2 - nl) / map_mb / batch:.2f} maps per crop)"
+        text += f", +RCCA (R=2) {rcca:.1f} MB; NL / RCCA = {nl / rcca:.1f}x"
+        if p_nl and p_rcca:
+            text += (
+                f"; against the paper: NL {verdict(nl, p_nl)}"
+                + (f", NL x2 {verdict(x2, p_x2)}" if x2 is not None and p_x2 else "")
+                + f", RCCA {verdict(rcca, p_rcca)}"
+            )
+        out.append(text + ".")
+    variants = [(k, ours.get((k, "memory_increment_mb"))) for k in ("nl_2018_matmul", "nl_2018_scaled", "nl_no_reduction", "nl_subsampled")]
+    variants = [(k, v) for k, v in variants if v is not None]
+    if variants and p_nl:
+        out.append(
+            "Non-local code of 2018 (training step, one crop): "
+            + ", ".join(f"{k} {v:.0f} MB ({v / p_nl - 1:+.0%})" for k, v in variants)
+            + ". The 2018 ports allocate as ours does (one saved softmax map per block); without channel reduction "
+            "the maps are the same size; subsampling shrinks them four-fold."
+        )
+    matches = []
+    for key in ("nonlocal", "nonlocal_batch2", "nonlocal_inference", *(k for k, _ in variants)):
+        value = ours.get((key, "memory_increment_mb"))
+        if value is not None and p_nl and abs(value / p_nl - 1) <= MATCH_TOLERANCE:
+            matches.append(key)
+    out.append(
+        "Which assumption reproduces the paper's +NL memory within ±10%: "
+        + (", ".join(matches) if matches else "none of those measured")
+        + ". In every training variant ours keeps one (HW)^2 map per block and crop between forward and backward (the "
+        "softmax output) plus transient maps during the block's backward; the paper's doubling with the second block "
+        "implies about four maps kept per block, which would need an implementation that saves the affinity, its "
+        "softmax and their transposed copies, or the caching allocator's reserved memory (nvidia-smi) rather than "
+        "allocated bytes. Neither can be told apart without a GPU run of the authors' code: `nox -s reproduce_table5 -- "
+        "--scale full --device cuda` measures max_memory_allocated and max_memory_reserved on a GPU."
+    )
+    return out

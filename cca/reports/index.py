@@ -41,7 +41,7 @@ def discover_tables(paper_dir: str | Path) -> list[tuple[int, str]]:
     if not paper_dir.is_dir():
         raise FileNotFoundError(f"paper directory not found: {paper_dir}")
     found = []
-    for path in sorted(paper_dir.glob("table*_*.csv")):
+    for path in sorted(paper_dir.glob("table[0-9]*_*.csv")):
         match = TABLE_FILE.fullmatch(path.name)
         if match:
             found.append((int(match.group(1)), match.group(2)))
@@ -87,20 +87,18 @@ def build_report(reports_dir: str | Path, paper_dir: str | Path) -> Report:
             "the pipeline runs end to end and nothing more; a smoke number is not a reproduction of the paper's.",
         ]
     )
-    rows = []
+    lines = [
+        "| Table | Topic | Status | Our data | Rows run | Report | Regenerate |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for number, topic in discover_tables(paper_dir):
         s = table_status(number, topic, reports_dir)
-        rows.append(
-            {
-                "Table": number,
-                "Topic": s.title,
-                "Status": s.status,
-                "Our data": s.data,
-                "Rows run": f"{s.rows_done}/{s.rows_total}" if s.rows_total else "—",
-                "Report": f"[{s.report}]({s.report})" if s.report else "—",
-                "Regenerate": f"`nox -s reproduce_table{number}`",
-            }
+        report = f"[{s.report}]({s.report})" if s.report else "—"
+        rows = f"{s.rows_done}/{s.rows_total}" if s.rows_total else "—"
+        lines.append(
+            f"| {number} | {s.title} | {s.status} | {s.data} | {rows} | {report} | `nox -s reproduce_table{number}` |"
         )
+    summary += "\n\n" + "\n".join(lines)
     extras = [
         ("Claims of the paper and their verdicts", ["claims.md"], "nox -s report"),
         ("Long-range context ablation (beyond the paper)", ["longrange.md", "longrange*.png"], "nox -s reproduce_longrange"),
@@ -124,7 +122,6 @@ def build_report(reports_dir: str | Path, paper_dir: str | Path) -> Report:
         provenance=provenance(),
         regenerate="nox -s report",
         summary=summary,
-        tables=[("", pd.DataFrame(rows))],
         sections=[("Other reports and figures", "\n".join(other)), ("Training curves", curve_text)],
     )
 
