@@ -1,6 +1,6 @@
 """The paper's settings as data: ``experiments/paper/settings_tpami.csv`` read once (never retyped).
 
-    from experiments.paper_settings import CCL_CHANNELS, CITYSCAPES_SCALE_RANGE
+from experiments.paper_settings import CCL_CHANNELS, CITYSCAPES_SCALE_RANGE
 """
 
 from __future__ import annotations

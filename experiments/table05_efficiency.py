@@ -114,7 +114,11 @@ ROWS = (
     Row("nonlocal_inference", "+ NL, forward alone (inference)", {"block": "nonlocal", "step": "inference"}),
     Row("rcca_r2_inference", "+ RCCA (R=2), forward alone (inference)", {"block": "rcca", "step": "inference"}),
     Row("nonlocal_batch2", "+ NL, two crops per GPU", {"block": "nonlocal", "input_shape": (2, 3, 769, 769)}),
-    Row("nonlocal_x2_batch2", "+ NL x2, two crops per GPU", {"block": "nonlocal", "count": 2, "input_shape": (2, 3, 769, 769)}),
+    Row(
+        "nonlocal_x2_batch2",
+        "+ NL x2, two crops per GPU",
+        {"block": "nonlocal", "count": 2, "input_shape": (2, 3, 769, 769)},
+    ),
     Row("rcca_r2_batch2", "+ RCCA (R=2), two crops per GPU", {"block": "rcca", "input_shape": (2, 3, 769, 769)}),
     Row("nl_2018_matmul", "+ NL as the 2018 PyTorch port of Wang et al. (matmul)", {"block": "nl_2018_matmul"}),
     Row("nl_2018_scaled", "+ NL as OCNet's 2018 self-attention (scaled)", {"block": "nl_2018_scaled"}),

@@ -162,7 +162,10 @@ def network_increment(
     if baseline is None:
         baseline = measure_network(lambda: build_network(backbone), shape, step=step, memory_method=memory_method)
     with_block = measure_network(
-        lambda: build_network(backbone, block, recurrence, count, context), shape, step=step, memory_method=memory_method
+        lambda: build_network(backbone, block, recurrence, count, context),
+        shape,
+        step=step,
+        memory_method=memory_method,
     )
     memory_bytes = with_block["memory_bytes"] - baseline["memory_bytes"]
     name = label or (block or "none")

@@ -101,7 +101,9 @@ def build_variant(name: str, channels: int) -> nn.Module:
     return builders[name]()
 
 
-def investigate(input_shape=(1, 3, 769, 769), backbone: str = "resnet50", memory_method: str = "fake_cuda") -> list[dict]:
+def investigate(
+    input_shape=(1, 3, 769, 769), backbone: str = "resnet50", memory_method: str = "fake_cuda"
+) -> list[dict]:
     """Every (variant, blocks in sequence, step, batch) combination of the module docstring, plus
     RCCA (R=2) under the same steps and batches. One dict per measurement (see ``network_increment``)."""
     from tqdm import tqdm

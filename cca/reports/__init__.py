@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("attention", "claims", "efficiency", "efficiency_text", "index", "plots", "provenance", "render", "tables")
+_SUBMODULES = ("attention", "claims", "claims_accuracy", "claims_efficiency", "efficiency", "efficiency_text", "index", "plots", "provenance", "render", "tables")
 
 __all__ = list(_SUBMODULES)
 

@@ -256,7 +256,9 @@ def build_report(
     ]
     if network:
         body = "From [table5.md](table5.md) (`nox -s reproduce_table5 -- --scale full`, run before this report):\n\n"
-        sections.insert(1, ("The paper's methodology: increments of the whole network", body + "\n".join(f"- {x}" for x in network)))
+        sections.insert(
+            1, ("The paper's methodology: increments of the whole network", body + "\n".join(f"- {x}" for x in network))
+        )
     if fits:
         body = [
             "![GFLOPs vs side](scaling_gflops.png)",
@@ -327,9 +329,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         frame = scaling(sides)
         csvs[out / "data" / "scaling.csv"] = frame
         fits = plot_scaling(frame, out)
-        atomic_write_json(out / "data" / "scaling.json", {"provenance": prov, "points": frame.to_dict("records"), "fits": fits})
+        atomic_write_json(
+            out / "data" / "scaling.json", {"provenance": prov, "points": frame.to_dict("records"), "fits": fits}
+        )
     atomic_write_json(
-        out / "data" / "efficiency.json", {"provenance": prov, "claims": claims, "results": results, "statements": lines}
+        out / "data" / "efficiency.json",
+        {"provenance": prov, "claims": claims, "results": results, "statements": lines},
     )
     network = []
     if (out / "table5.csv").is_file() and (args.paper_dir / "table05_efficiency.csv").is_file():

@@ -202,7 +202,9 @@ def network_findings(table5: pd.DataFrame, paper: pd.DataFrame, side: int = 97) 
         if nl is None or rcca is None:
             continue
         batch = 2 if "batch2" in nl_key else 1
-        text = f"Ours, {what} ({scale.get(nl_key, '?')} scale): +NL {nl:.0f} MB ({nl / map_mb / batch:.2f} maps per crop)"
+        text = (
+            f"Ours, {what} ({scale.get(nl_key, '?')} scale): +NL {nl:.0f} MB ({nl / map_mb / batch:.2f} maps per crop)"
+        )
         if x2 is not None:
             text += f", +NL x2 {x2:.0f} MB (the second block adds {(x2 - nl) / map_mb / batch:.2f} maps per crop)"
         text += f", +RCCA (R=2) {rcca:.1f} MB; NL / RCCA = {nl / rcca:.1f}x"
@@ -213,7 +215,10 @@ def network_findings(table5: pd.DataFrame, paper: pd.DataFrame, side: int = 97) 
                 + f", RCCA {verdict(rcca, p_rcca)}"
             )
         out.append(text + ".")
-    variants = [(k, ours.get((k, "memory_increment_mb"))) for k in ("nl_2018_matmul", "nl_2018_scaled", "nl_no_reduction", "nl_subsampled")]
+    variants = [
+        (k, ours.get((k, "memory_increment_mb")))
+        for k in ("nl_2018_matmul", "nl_2018_scaled", "nl_no_reduction", "nl_subsampled")
+    ]
     variants = [(k, v) for k, v in variants if v is not None]
     if variants and p_nl:
         out.append(

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
 from cca.reports.render import save_figure  # noqa: E402
 
 DPI = 80  # committed figures: small files
