@@ -91,6 +91,9 @@ def claims_report(frame: pd.DataFrame) -> Report:
         notes=[
             "Efficiency rows compare increments over the ResNet-50 network (769x769, output stride 8), the paper's "
             f"methodology; 'holds' within ±{TOLERANCE:.0%} of the paper's figure.",
+            "Forward alone, RCCA barely moves the network's peak memory (its maps are freed before the peak), so the "
+            "forward-alone ratio is large and says little; why our non-local memory is below the paper's is worked "
+            "out in efficiency.md (section 'The paper's methodology').",
             "Accuracy claims need the real datasets and GPUs, which this machine has not: their rows say 'not "
             "testable here' and give the full-scale command.",
             "Rows from `reports/claims/*.csv` are written by the experiments that test a claim (column `source` of "

@@ -217,7 +217,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             diff_text = "n/a (smoke)"  # a smoke number is not compared with the paper's
         else:
             diff_text = f"{float(diff):+.2f}"
-        commit = str(line["commit"] or "")[:10]
+        commit = "" if _blank(line["commit"]) else str(line["commit"])[:10]
         shown.append(
             {
                 "Row": line["row"],
@@ -226,9 +226,9 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 "Paper (confidence)": paper,
                 "Ours": ours_text,
                 "Ours − paper": diff_text,
-                "Scale": line["scale"] or "—",
-                "Data": line["dataset"] or "—",
-                "Hardware": line["hardware"] or "—",
+                "Scale": "—" if _blank(line["scale"]) else line["scale"],
+                "Data": "—" if _blank(line["dataset"]) else line["dataset"],
+                "Hardware": "—" if _blank(line["hardware"]) else line["hardware"],
                 "Commit": f"`{commit}`" if commit else "—",
             }
         )
