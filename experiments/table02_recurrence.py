@@ -63,6 +63,7 @@ TABLE = Table(
     shows_smoke="It shows that every row (R=0..3, OHEM) trains and evaluates end to end; synthetic images and 300 "
     "iterations of a tiny backbone cannot show the effect of R (see reports/longrange.md for a task built to show it on CPU).",
     notes=(
+        "Random scale 0.75-2.0 as the paper (experiments/paper/settings_tpami.csv); the released code uses 0.5-2.0.",
         "The paper's mIoU per R is quoted from two public summaries of its table (secondary, see "
         "experiments/paper/README.md); its GFLOPs and memory per R are not in them. The rows `code_*` quote the "
         "released code's val mIoU (official README: best of three runs).",

@@ -42,6 +42,7 @@ TABLE = Table(
     shows_smoke="It shows that each context module trains and evaluates end to end in the same pipeline; the smoke "
     "numbers do not rank the modules.",
     notes=(
+        "Random scale 0.75-2.0 as the paper (experiments/paper/settings_tpami.csv); the released code uses 0.5-2.0.",
         "The paper's values are quoted from a public summary of its table (secondary). Its +GCN row is quoted only "
         "(no GCN module here); its +HV and +HV&VH rows have no value in the summaries (see reports/claims.md for the "
         "row/column stacking mechanism test).",
