@@ -27,17 +27,12 @@ from cca.profiling import (
     profile_block,
 )
 from cca.profiling.blocks import REQUIRED_BLOCKS
+from cca.profiling.efficiency import efficiency_rows, scaling
 from cca.profiling.flops import _COUNTED, TRACE_SIDE
 from cca.profiling.memory import CUDA_BLOCK_BYTES
-from cca.profiling.report import (
-    _verdict,
-    efficiency_rows,
-    efficiency_table,
-    paper_values,
-    plot_scaling,
-    scaling,
-    statements,
-)
+from cca.reports.efficiency import efficiency_table, paper_values, plot_scaling
+from cca.reports.efficiency_text import statements
+from cca.reports.efficiency_text import verdict as _verdict
 
 
 # --------------------------------------------------------------------------- tiny blocks with known counts

@@ -56,13 +56,14 @@ def build_val_set(cfg: ExperimentConfig):
 def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     from cca import models
 
+    extra = {} if cfg.ccl_channels is None else {"ccl_channels": cfg.ccl_channels}
     return models.build(
-        cfg.model, num_classes, backbone=cfg.backbone, recurrence=cfg.recurrence, pretrained=cfg.pretrained
+        cfg.model, num_classes, backbone=cfg.backbone, recurrence=cfg.recurrence, pretrained=cfg.pretrained, **extra
     )
 
 
 def build_criterion(cfg: ExperimentConfig, ignore_index: int = 255) -> nn.Module:
-    from cca.losses import CCNetCriterion
+    from cca.losses import CategoryConsistentLoss, CCNetCriterion
 
     return CCNetCriterion(
         aux_weight=cfg.aux_weight,
@@ -70,6 +71,7 @@ def build_criterion(cfg: ExperimentConfig, ignore_index: int = 255) -> nn.Module
         ohem_thresh=cfg.ohem_thresh,
         ohem_min_kept=cfg.ohem_min_kept,
         ccl_weight=cfg.ccl_weight,
+        ccl=CategoryConsistentLoss(ignore_index=ignore_index, variance=cfg.ccl_variance),
         ignore_index=ignore_index,
     )
 

@@ -72,6 +72,8 @@ class ExperimentConfig:
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100000
     ccl_weight: float = 0.0  # category consistent loss on outputs["feat"] (0: off)
+    ccl_channels: int | None = None  # 1x1-conv projection of the features the CCL sees (the paper: 16); None: none
+    ccl_variance: str = "piecewise"  # the CCL's distance: "piecewise" (the paper) or "hinge" (quadratic)
     # --- evaluation ----------------------------------------------------------------------------
     eval_every: int = 0  # evaluate every K iterations (0: only after the last one)
     eval_mode: str = "slide"  # "whole" image or sliding "slide" window
@@ -234,6 +236,8 @@ def _check_values(cfg: ExperimentConfig) -> None:
     need(cfg.amp in AMP_DTYPES, "amp", f"one of {AMP_DTYPES}")
     need(cfg.device in DEVICES, "device", f"one of {DEVICES}")
     need(cfg.eval_mode in EVAL_MODES, "eval_mode", f"one of {EVAL_MODES}")
+    need(cfg.ccl_channels is None or cfg.ccl_channels >= 1, "ccl_channels", "None or a positive integer")
+    need(cfg.ccl_variance in ("piecewise", "hinge"), "ccl_variance", "'piecewise' or 'hinge'")
     need(bool(cfg.name), "name", "a non-empty string")
 
 

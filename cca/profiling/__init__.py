@@ -1,11 +1,16 @@
 """Profiling of the context blocks: FLOPs (fvcore + exact criss-cross handles), peak training memory,
-latency, and the paper's efficiency table (``python -m cca.profiling.report``).
+latency; measurements only (returned as data; :mod:`cca.reports.efficiency` and table 5 render them).
 
 * :func:`count_flops` ``(module, inputs) -> dict``: 2 x multiply-adds, backend-independent.
 * :func:`peak_memory` ``(module, input_shape, method=...) -> dict``: forward + backward peak.
 * :func:`latency` ``(module, input_shape, mode=...) -> dict``: median after warm-up.
 * :func:`profile_block` ``(name, input_shape=(1, 512, 97, 97), recurrence=2, device="cpu") -> dict``;
   CLI ``python -m cca.profile BLOCK``.
+* :func:`network_increment` ``(block, recurrence, backbone="resnet50", input_shape=(1, 3, 769, 769)) -> dict``:
+  what a block adds to the whole segmentation network, the paper's methodology; CLI
+  ``python -m cca.profile --network resnet50 BLOCK``.
+* :mod:`cca.profiling.efficiency` (every block alone, scaling), :mod:`cca.profiling.variants` (non-local
+  variants of 2018 for the memory investigation).
 """
 
 from cca.profiling.blocks import PAPER_INPUT, block_names, build_block, profile_block
@@ -19,12 +24,15 @@ from cca.profiling.flops import (
 )
 from cca.profiling.latency import latency
 from cca.profiling.memory import LiveTensorTracker, peak_memory
+from cca.profiling.network import NETWORK_INPUT, build_network, network_increment
 
 __all__ = [
     "FLOPS_CONVENTION",
     "PAPER_INPUT",
     "LiveTensorTracker",
+    "NETWORK_INPUT",
     "block_names",
+    "build_network",
     "build_block",
     "ca_map_macs",
     "ca_weight_macs",
@@ -32,6 +40,7 @@ __all__ = [
     "criss_cross_positions",
     "latency",
     "modelled_criss_cross",
+    "network_increment",
     "peak_memory",
     "profile_block",
 ]

@@ -238,9 +238,11 @@ def _peak_cuda(module: nn.Module, input_shape: Sequence[int], dtype: torch.dtype
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
+    reserved_before = torch.cuda.memory_reserved(device)
     tracked = _run_tracked(module, state, params, buffers, x, CUDA_BLOCK_BYTES, training)
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device)
+    reserved_peak = torch.cuda.max_memory_reserved(device)
     external = sum(
         math.ceil(t.untyped_storage().nbytes() / CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES for t in [*params, *buffers, x]
     )
@@ -252,6 +254,8 @@ def _peak_cuda(module: nn.Module, input_shape: Sequence[int], dtype: torch.dtype
         "memory_breakdown_mib": tracked["memory_breakdown_mib"],
         "tracker_peak_memory_mib": tracked["peak_memory_mib"],
         "nvml_process_memory_mib": _nvml_process_memory_mib(device.index),
+        # the caching allocator's reserve (what nvidia-smi sees, less the CUDA context), same accounting
+        "reserved_memory_mib": (reserved_peak - reserved_before + external) / MiB,
         "memory_device": torch.cuda.get_device_name(device),
     }
 

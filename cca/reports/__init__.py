@@ -6,6 +6,8 @@
 * :mod:`cca.reports.plots`: training curves from a run's ``metrics.jsonl``; bar charts with spread.
 * :mod:`cca.reports.attention`: per-pixel criss-cross attention maps (R=1 and the composed R=2 map) of
   any model holding an ``RCCA`` module, and their figures.
+* :mod:`cca.reports.claims`: ``reports/claims.md``, one row per claim of the paper with a verdict.
+* :mod:`cca.reports.efficiency`: ``reports/efficiency.md``, the context blocks alone (data from :mod:`cca.profiling`).
 * :mod:`cca.reports.index`: ``reports/README.md``, the index of every table (``python -m cca.reports.index``).
 * :mod:`cca.reports.provenance`: what made a file (command, time, hardware, commit).
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("attention", "index", "plots", "provenance", "render", "tables")
+_SUBMODULES = ("attention", "claims", "claims_accuracy", "claims_efficiency", "efficiency", "efficiency_text", "index", "plots", "provenance", "render", "tables")
 
 __all__ = list(_SUBMODULES)
 

@@ -197,6 +197,7 @@ def plot_attention(image: torch.Tensor, result: dict[str, Any], out_path: str | 
     import matplotlib.pyplot as plt
 
     from cca.reports.plots import DPI
+    from cca.reports.render import save_figure
 
     shown = _display_image(image)
     height, width = shown.shape[:2]
@@ -222,8 +223,4 @@ def plot_attention(image: torch.Tensor, result: dict[str, Any], out_path: str | 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_path)

@@ -1,4 +1,5 @@
-"""``reports/README.md``: every paper table with its status (full / smoke / not run) and every figure.
+"""``reports/README.md``: every paper table with its status (full / smoke / not run) and every figure,
+linking ``reports/claims.md`` first (rebuilt by the same command).
 
     python -m cca.reports.index [--reports reports] [--paper experiments/paper]
 
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cca.reports.provenance import REPO_ROOT, provenance, stamp
+from cca.reports.provenance import REPO_ROOT, provenance
+from cca.reports.render import Report, write_report
 
 TABLE_FILE = re.compile(r"table(\d+)_(\w+)\.csv")
 
@@ -39,7 +41,7 @@ def discover_tables(paper_dir: str | Path) -> list[tuple[int, str]]:
     if not paper_dir.is_dir():
         raise FileNotFoundError(f"paper directory not found: {paper_dir}")
     found = []
-    for path in sorted(paper_dir.glob("table*_*.csv")):
+    for path in sorted(paper_dir.glob("table[0-9]*_*.csv")):
         match = TABLE_FILE.fullmatch(path.name)
         if match:
             found.append((int(match.group(1)), match.group(2)))
@@ -71,16 +73,21 @@ def _links(reports_dir: Path, pattern: str) -> list[str]:
     return [p.relative_to(reports_dir).as_posix() for p in sorted(reports_dir.glob(pattern))]
 
 
-def build_index(reports_dir: str | Path, paper_dir: str | Path) -> str:
-    """The Markdown text of ``reports/README.md``."""
+def build_report(reports_dir: str | Path, paper_dir: str | Path) -> Report:
+    """``reports/README.md`` as a :class:`~cca.reports.render.Report`."""
     reports_dir = Path(reports_dir)
-    lines = ["# Reports\n", stamp(provenance(), "nox -s report"), ""]
-    lines += [
-        "Every table of the CCNet paper (TPAMI 2020) that this project reproduces, with the paper's value beside",
-        "ours. **Status** says what produced our numbers: *full* is the paper's setting on the real dataset;",
-        "*smoke* is a minutes-long CPU run on synthetic data in the dataset's format with a tiny backbone: it shows",
-        "the pipeline runs end to end and nothing more; a smoke number is not a reproduction of the paper's.",
-        "",
+    summary = "\n".join(
+        [
+            "**Which claims of the paper hold: [claims.md](claims.md)** (one row per claim: the paper's figure, our "
+            "evidence, its scale and hardware, and a verdict).",
+            "",
+            "Every table of the CCNet paper (TPAMI 2020) that this project reproduces, with the paper's value beside",
+            "ours. **Status** says what produced our numbers: *full* is the paper's setting on the real dataset;",
+            "*smoke* is a minutes-long CPU run on synthetic data in the dataset's format with a tiny backbone: it shows",
+            "the pipeline runs end to end and nothing more; a smoke number is not a reproduction of the paper's.",
+        ]
+    )
+    lines = [
         "| Table | Topic | Status | Our data | Rows run | Report | Regenerate |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -91,27 +98,42 @@ def build_index(reports_dir: str | Path, paper_dir: str | Path) -> str:
         lines.append(
             f"| {number} | {s.title} | {s.status} | {s.data} | {rows} | {report} | `nox -s reproduce_table{number}` |"
         )
-    lines.append("")
+    summary += "\n\n" + "\n".join(lines)
     extras = [
+        ("Claims of the paper and their verdicts", ["claims.md"], "nox -s report"),
         ("Long-range context ablation (beyond the paper)", ["longrange.md", "longrange*.png"], "nox -s reproduce_longrange"),
         ("Attention maps (R=1 and composed R=2)", ["attention*.md", "attention*.png"], "nox -s attention_maps"),
-        ("Efficiency of the context blocks (profiling harness)", ["efficiency.md", "efficiency*.png", "operator*.md"], "nox -s profile"),
+        ("Efficiency of the context blocks alone (profiling harness)", ["efficiency.md", "efficiency*.png", "operator*.md"], "nox -s profile"),
         ("Scaling plots (profiling harness)", ["scaling_*.png"], "nox -s profile"),
     ]
-    lines.append("## Other reports and figures\n")
+    other = []
     for heading, patterns, command in extras:
         found = [link for pattern in patterns for link in _links(reports_dir, pattern)]
         listed = ", ".join(f"[{f}]({f})" for f in found) if found else "not generated yet"
-        lines.append(f"- **{heading}** (`{command}`): {listed}")
+        other.append(f"- **{heading}** (`{command}`): {listed}")
     curves = _links(reports_dir, "curves/*.png")
-    lines.append("")
-    lines.append("## Training curves\n")
     if curves:
-        lines.append("Loss and val mIoU against iteration for each training run (from the engine's `metrics.jsonl`):\n")
-        lines += [f"- [{Path(c).stem}]({c})" for c in curves]
+        curve_text = "Loss and val mIoU against iteration for each training run (from the engine's `metrics.jsonl`):\n\n"
+        curve_text += "\n".join(f"- [{Path(c).stem}]({c})" for c in curves)
     else:
-        lines.append("No training curves yet (they appear when a table is run).")
-    return "\n".join(lines) + "\n"
+        curve_text = "No training curves yet (they appear when a table is run)."
+    return Report(
+        title="Reports",
+        provenance=provenance(),
+        regenerate="nox -s report",
+        summary=summary,
+        sections=[("Other reports and figures", "\n".join(other)), ("Training curves", curve_text)],
+    )
+
+
+def build_index(reports_dir: str | Path, paper_dir: str | Path) -> str:
+    """The Markdown text of ``reports/README.md``."""
+    return build_report(reports_dir, paper_dir).markdown()
+
+
+def write_index(reports_dir: str | Path, paper_dir: str | Path) -> Path:
+    """Write ``reports/README.md`` (atomically); returns its path."""
+    return write_report(build_report(reports_dir, paper_dir), Path(reports_dir) / "README.md")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", default=str(REPO_ROOT / "reports"), help="reports directory (default: %(default)s)")
     parser.add_argument("--paper", default=str(REPO_ROOT / "experiments" / "paper"), help="paper CSV directory")
     args = parser.parse_args(argv)
-    text = build_index(args.reports, args.paper)
-    out = Path(args.reports) / "README.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
+    from cca.reports import claims
+
+    written = claims.write_claims(args.reports, args.paper)
+    out = write_index(args.reports, args.paper)
+    print(f"wrote {written} and {out}")
     return 0
 
 

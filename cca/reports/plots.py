@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cca.reports.render import save_figure  # noqa: E402
+
 DPI = 80  # committed figures: small files
 
 
@@ -80,11 +82,7 @@ def plot_training_curves(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_path)
 
 
 def plot_bars(
@@ -116,8 +114,4 @@ def plot_bars(
     if note:
         fig.text(0.01, 0.01, note, fontsize=6)
     fig.tight_layout()
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_path)

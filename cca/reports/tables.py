@@ -21,7 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from cca.reports.provenance import stamp
+from cca.reports import render
+from cca.reports.render import Report, markdown_table
 
 PAPER_REQUIRED = ("row", "method", "ours_row", "source", "confidence")
 CONFIDENCES = ("verbatim", "secondary", "uncertain")
@@ -196,8 +197,8 @@ def compare(paper: pd.DataFrame, ours: Mapping[str, OursResult], metrics: Sequen
     return frame.where(frame.notna(), None)  # missing stays None (not NaN) in every column
 
 
-def to_markdown(frame: pd.DataFrame) -> str:
-    """The comparison as a Markdown table: missing paper values "not found", missing results "not run"."""
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as printed: missing paper values "not found", missing results "not run"."""
     shown = []
     for _, line in frame.iterrows():
         if line["paper"] is None or (isinstance(line["paper"], float) and math.isnan(line["paper"])):
@@ -216,7 +217,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
             diff_text = "n/a (smoke)"  # a smoke number is not compared with the paper's
         else:
             diff_text = f"{float(diff):+.2f}"
-        commit = str(line["commit"] or "")[:10]
+        commit = "" if _blank(line["commit"]) else str(line["commit"])[:10]
         shown.append(
             {
                 "Row": line["row"],
@@ -225,13 +226,18 @@ def to_markdown(frame: pd.DataFrame) -> str:
                 "Paper (confidence)": paper,
                 "Ours": ours_text,
                 "Ours − paper": diff_text,
-                "Scale": line["scale"] or "—",
-                "Data": line["dataset"] or "—",
-                "Hardware": line["hardware"] or "—",
+                "Scale": "—" if _blank(line["scale"]) else line["scale"],
+                "Data": "—" if _blank(line["dataset"]) else line["dataset"],
+                "Hardware": "—" if _blank(line["hardware"]) else line["hardware"],
                 "Commit": f"`{commit}`" if commit else "—",
             }
         )
-    return pd.DataFrame(shown).to_markdown(index=False)
+    return pd.DataFrame(shown)
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """The comparison as a Markdown table (see :func:`display_frame`)."""
+    return markdown_table(display_frame(frame))
 
 
 def write_report(
@@ -247,20 +253,17 @@ def write_report(
     sections: Iterable[tuple[str, str]] = (),
 ) -> tuple[Path, Path]:
     """Write ``frame`` (from :func:`compare`) to ``md_path`` (with header, summary, notes) and ``csv_path``."""
-    md_path, csv_path = Path(md_path), Path(csv_path)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
     out = frame.drop(columns=["paper_text"]).copy()
     out["paper"] = [t if t else "" for t in frame["paper_text"]]
     out.loc[out["scale"] == "smoke", "diff"] = None  # as the Markdown's "n/a (smoke)": not compared
     out["command"] = [c or regenerate for c in out["command"]]
-    out.to_csv(csv_path, index=False)
-    parts = [f"# {title}\n\n", stamp(dict(provenance), regenerate), f"\n{summary.strip()}\n", "\n" + to_markdown(frame) + "\n"]
-    notes = [n for n in notes if n]
-    if notes:
-        parts.append("\nNotes:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-    for heading, body in sections:
-        parts.append(f"\n## {heading}\n\n{body.strip()}\n")
-    parts.append(f"\nCSV: [{csv_path.name}]({csv_path.name})\n")
-    md_path.write_text("".join(parts))
-    return md_path, csv_path
+    report = Report(
+        title=title,
+        provenance=provenance,
+        regenerate=regenerate,
+        summary=summary,
+        tables=[("", display_frame(frame))],
+        notes=list(notes),
+        sections=list(sections),
+    )
+    return render.write_report(report, md_path, {csv_path: out}), Path(csv_path)
