@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 from experiments.mechanisms import common  # noqa: E402
 
-EXPERIMENTS = ("stacking", "video_context", "ccl_stability", "gamma_init")
+EXPERIMENTS = ("ccl_stability", "gamma_init", "stacking", "video_context")
 
 
 def main(argv: list[str] | None = None) -> int:

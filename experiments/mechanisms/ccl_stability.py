@@ -29,7 +29,7 @@ NAME = "mechanism_ccl"
 # Success, fixed before any run: val mIoU >= 90% and no NaN/inf loss. Chance (blob found, class guessed)
 # is about 33% mIoU on this task, a solved run about 100%: 90 sits far from both.
 SUCCESS_MIOU_PCT = 90.0
-SETTINGS = MechanismSettings(iterations=400, seeds=tuple(range(10)))
+SETTINGS = MechanismSettings(batch_size=8, iterations=400, seeds=tuple(range(10)))
 
 
 def arms() -> dict[str, Variant]:

@@ -24,7 +24,9 @@ from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: 
 
 NAME = "mechanism_gamma"
 SUCCESS_MIOU_PCT = 90.0  # "learned": val mIoU >= 90% at two evaluations in a row
-SETTINGS = MechanismSettings(seeds=tuple(range(5)), iterations=1200, eval_every=100, stop_miou_pct=SUCCESS_MIOU_PCT)
+SETTINGS = MechanismSettings(
+    batch_size=8, seeds=tuple(range(5)), iterations=1000, eval_every=50, stop_miou_pct=SUCCESS_MIOU_PCT
+)
 VARIANTS = {
     "gamma0": Variant("RCCA R=2, gamma init 0 (paper)", gamma_init=0.0),
     "gamma1": Variant("RCCA R=2, gamma init 1", gamma_init=1.0),

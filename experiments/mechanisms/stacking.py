@@ -22,7 +22,9 @@ from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: 
 
 NAME = "mechanism_stacking"
 SUCCESS_MIOU_PCT = 90.0  # as the CCL study: val mIoU >= 90% and no NaN/inf loss
-SETTINGS = MechanismSettings(iterations=400, seeds=tuple(range(5)))  # the CCL study's settings: its r2 runs are reused
+SETTINGS = MechanismSettings(
+    batch_size=8, iterations=400, seeds=tuple(range(5))
+)  # the CCL study's settings: its r2 runs are reused
 VARIANTS = {
     "r2": Variant("criss-cross RCCA R=2"),
     "hv": Variant("+HV: row attention, then column attention", block="hv"),

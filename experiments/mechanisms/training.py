@@ -255,8 +255,12 @@ def run_jobs(
     Returns the results in the order of ``jobs``; ``workers > 1`` trains in that many processes.
     """
     results: dict[int, dict[str, Any]] = {}
-    todo = []
+    todo, first_of, duplicates = [], {}, {}
     for i, (settings, variant, seed, directory) in enumerate(jobs):
+        if str(directory) in first_of:  # the same run planned twice (e.g. by two experiments): train it once
+            duplicates[i] = first_of[str(directory)]
+            continue
+        first_of[str(directory)] = i
         old = None if force else cached_result(Path(directory), run_key(settings, variant, seed))
         if old is not None:
             old["variant"] = variant.label
@@ -283,6 +287,8 @@ def run_jobs(
                 f"  {results[i]['variant']} seed {results[i]['seed']}: mIoU {results[i]['miou']:.1f} ({results[i]['seconds']} s)",
                 flush=True,
             )
+    for i, j in duplicates.items():
+        results[i] = dict(results[j])
     for i, (_, variant, _, _) in enumerate(jobs):
         results[i]["variant"] = variant.label
     return [results[i] for i in range(len(jobs))]

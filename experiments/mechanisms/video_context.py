@@ -31,6 +31,7 @@ SETTINGS = MechanismSettings(
     blob_max=5,
     cue_contrast=1.0,
     num_train=512,
+    batch_size=8,
     iterations=100,
     seeds=tuple(range(5)),
 )
