@@ -20,7 +20,7 @@ from experiments.mechanisms.stats import (
 )
 
 NAME = "mechanism_ccl"
-EARLY_ITERS = 100  # "early training": the train rows up to this iteration
+WINDOW = (50, 200)  # the train rows of this iteration window: the blob is found, its class not yet learned
 
 
 def _space(result: dict[str, Any], key: str) -> float:
@@ -29,9 +29,15 @@ def _space(result: dict[str, Any], key: str) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _early(result: dict[str, Any], key: str) -> float:
-    values = [float(r[key]) for r in result.get("train_log", []) if r["iter"] <= EARLY_ITERS and r.get(key) is not None]
+def _window(result: dict[str, Any], key: str) -> float:
+    """Mean of a train-log value over :data:`WINDOW`."""
+    lo, hi = WINDOW
+    values = [float(r[key]) for r in result.get("train_log", []) if lo <= r["iter"] <= hi and r.get(key) is not None]
     return sum(values) / len(values) if values else float("nan")
+
+
+def _gamma_end(result: dict[str, Any]) -> float:
+    return float(result["gamma"][0]) if result.get("gamma") else float("nan")
 
 
 def _fmt(values: list[float], digits: int = 2) -> str:
@@ -39,44 +45,123 @@ def _fmt(values: list[float], digits: int = 2) -> str:
     if not values:
         return "-"
     mean, std = mean_std(values)
-    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={len(values)})"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _groups(results: list[dict[str, Any]], names: list[str], threshold: float):
+    for name in names:
+        for outcome in ("success", "failure"):
+            part = [r for r in results if r["name"] == name and succeeded(r, threshold) == (outcome == "success")]
+            if part:
+                yield name, outcome, part
 
 
 def diagnosis(results: list[dict[str, Any]], names: list[str], threshold: float) -> pd.DataFrame:
-    """Per CCL variant and outcome: loss and gradient scale vs cross entropy early on, and the CCL space at the end."""
+    """Per variant and outcome (mean ± std over its runs): the CCL's loss and gradient against the cross
+    entropy's while the class is being learned, the CCL space's scale, and at the end RCCA's gamma and
+    how far apart the blob classes' centres lie (the cue used: far apart; the class guessed: ~0)."""
+    lo, hi = WINDOW
     rows = []
-    for name in names:
-        for outcome in ("success", "failure"):
-            part = [
-                r
-                for r in results
-                if r["name"] == name and r["spec"]["ccl"] and succeeded(r, threshold) == (outcome == "success")
-            ]
-            if not part:
-                continue
-            rows.append(
-                {
-                    "variant": name,
-                    "outcome": outcome,
-                    "runs": len(part),
-                    f"CCL / CE loss (iter <= {EARLY_ITERS})": _fmt(
-                        [_early(r, "ccl_loss") / max(_early(r, "ce"), 1e-12) for r in part]
-                    ),
-                    f"grad ratio CCL/CE on feat (iter <= {EARLY_ITERS})": _fmt(
-                        [_early(r, "grad_ratio_ccl_over_ce") for r in part]
-                    ),
-                    f"CCL-space norm (iter <= {EARLY_ITERS})": _fmt([_early(r, "ccl_feature_norm") for r in part]),
-                    "CCL-space intra spread (end)": _fmt([_space(r, "intra_class_spread") for r in part]),
-                    "CCL-space centre distance (end)": _fmt([_space(r, "inter_class_distance") for r in part]),
-                    "CCL-space blob-class centre distance (end)": _fmt(
-                        [_space(r, "blob_inter_class_distance") for r in part]
-                    ),
-                    "blob-class centre distance, context features (end)": _fmt(
-                        [float(r["blob_inter_class_distance"]) for r in part]
-                    ),
-                }
-            )
+    for name, outcome, part in _groups(results, names, threshold):
+        ccl = bool(part[0]["spec"]["ccl"])
+        rows.append(
+            {
+                "variant": name,
+                "outcome": outcome,
+                "runs": len(part),
+                f"CCL / CE loss (iter {lo}-{hi})": _fmt(
+                    [_window(r, "ccl_loss") / max(_window(r, "ce"), 1e-12) for r in part]
+                )
+                if ccl
+                else "-",
+                f"grad norm CCL / CE on the context features (iter {lo}-{hi})": _fmt(
+                    [_window(r, "grad_ratio_ccl_over_ce") for r in part]
+                )
+                if ccl
+                else "-",
+                f"CCL distance term (iter {lo}-{hi})": _fmt([_window(r, "ccl_dis") for r in part], 4) if ccl else "-",
+                f"CCL-space norm (iter {lo}-{hi})": _fmt([_window(r, "ccl_feature_norm") for r in part])
+                if ccl
+                else "-",
+                "gamma (end)": _fmt([_gamma_end(r) for r in part], 3),
+                "blob-class centre distance, context features (end)": _fmt(
+                    [float(r["blob_inter_class_distance"]) for r in part]
+                ),
+                "CCL-space intra spread (end)": _fmt([_space(r, "intra_class_spread") for r in part]) if ccl else "-",
+            }
+        )
     return pd.DataFrame(rows)
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(v for v in values if v == v)
+    return values[len(values) // 2] if values else float("nan")
+
+
+def findings(
+    results: list[dict[str, Any]],
+    names: list[str],
+    wins: dict[str, tuple[int, int]],
+    threshold: float,
+    margins: tuple[float, float],
+) -> str:
+    """What the runs show about why a CCL run fails, each statement tied to a measured number."""
+    delta_v, delta_d = margins
+    lo, hi = WINDOW
+    ccl_names = [n for n in names if any(r["name"] == n and r["spec"]["ccl"] for r in results)]
+    ccl_runs = [r for r in results if r["name"] in ccl_names]
+    failed = [r for r in ccl_runs if not succeeded(r, threshold)]
+    ok = [r for r in ccl_runs if succeeded(r, threshold)]
+    plain = [r for r in results if r["name"] == "r2"]
+    plain_failed = [r for r in plain if not succeeded(r, threshold)]
+    ratio = _median([_window(r, "grad_ratio_ccl_over_ce") for r in ccl_runs])
+    loss_ratio = _median([_window(r, "ccl_loss") / max(_window(r, "ce"), 1e-12) for r in ccl_runs])
+    dis = _median([_window(r, "ccl_dis") for r in ccl_runs])
+    lines = [
+        f"1. **Loss scale vs cross entropy.** While the class is being learned (iterations {lo}-{hi}), the CCL's value is only "
+        f"{loss_ratio:.2f}x the cross entropy's, but its gradient on the context features is {ratio:.1f}x the cross entropy's "
+        f"(medians over the {len(ccl_runs)} CCL runs): the CCL, not the segmentation loss, decides how the features move.",
+        f"2. **What the CCL asks for on this task.** Its distance term is already ~0 ({dis:.4f}, median): centres are computed per image, "
+        "every image holds background and one blob class, and those two centres lie more than 2 delta_d apart from the start. "
+        f"What remains is the variance term, which pulls every blob pixel to within delta_v = {delta_v:g} of its image's blob centre; "
+        "nothing in the CCL separates the three blob classes (they never meet in one image), so the CCL is as happy with "
+        "'blob, class unknown' features as with features that carry the cue.",
+    ]
+    if failed:
+        fail_gamma, ok_gamma = _median([_gamma_end(r) for r in failed]), _median([_gamma_end(r) for r in ok])
+        plain_gamma = _median([_gamma_end(r) for r in plain])
+        fail_dist, ok_dist = (
+            _median([float(r["blob_inter_class_distance"]) for r in failed]),
+            _median([float(r["blob_inter_class_distance"]) for r in ok]),
+        )
+        plain_dist = _median([float(r["blob_inter_class_distance"]) for r in plain])
+        listed = ", ".join(f"`{r['name']}` seed {r['seed']} ({float(r['miou']):.1f})" for r in failed)
+        lines.append(
+            f"3. **The failing runs** ({listed}) found the blob and never its class: at the end their blob classes' centres lie "
+            f"{fail_dist:.2f} apart in the context features (median; {ok_dist:.2f} in the CCL runs that succeed, {plain_dist:.2f} without "
+            f"the CCL), and RCCA's gamma ended at {fail_gamma:.3f} ({ok_gamma:.3f} in successful CCL runs, {plain_gamma:.3f} without the CCL, "
+            "where it grows as the two-hop path is learned). The cue's first, weak and uneven arrival at the blob is within-blob spread, "
+            "exactly what the variance term removes; with the CCL's gradient several times the cross entropy's, a run whose "
+            "attention starts unluckily is held on the 'class guessed' plateau (val mIoU about 33-40%)."
+        )
+    else:
+        lines.append("3. No CCL run failed here; the statistics above describe the successful runs only.")
+    proj, raw = wins.get("ccl_piecewise"), wins.get("ccl_piecewise_on_features")
+    if proj and raw:
+        lines.append(
+            f"4. **The projection.** Piecewise CCL on the paper's 16-channel projection: {proj[0]}/{proj[1]} succeed; on the 32-channel "
+            f"context features themselves (as in `reports/longrange.md`'s `r2_ccl`): {raw[0]}/{raw[1]} "
+            f"(Fisher exact p = {fisher_exact_p(*proj, *raw):.2f})."
+        )
+    lines.append(
+        f"5. **Without the CCL** {len(plain) - len(plain_failed)}/{len(plain)} R=2 runs succeed: "
+        + (
+            "the CCL is the only arm whose runs fail here."
+            if not plain_failed
+            else "R=2 alone fails too, on some seeds."
+        )
+    )
+    return "\n".join(lines)
 
 
 def write(
@@ -114,6 +199,9 @@ def write(
         }
     )
     gain, gain_lo, gain_hi = difference_interval(miou["ccl_piecewise"], miou["r2"])
+    for name in names:  # an arm without runs yet (a partial report) counts 0 of 0
+        wins.setdefault(name, (0, 0))
+        miou.setdefault(name, [])
     p_form = fisher_exact_p(*wins["ccl_piecewise"], *wins["ccl_quadratic"])
     p_proj = fisher_exact_p(*wins["ccl_piecewise"], *wins["ccl_piecewise_on_features"])
     diag = diagnosis(results, names, threshold)
@@ -157,7 +245,7 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
         "Without the CCL, R=2 already solves this task: a gain of the CCL cannot show here (ceiling); what can show is whether the CCL "
         "makes a run fail, and which distance does so less often.",
     ]
-    findings = diagnosis_text(results, wins, threshold, delta_v, delta_d)
+    found = findings(results, names, wins, threshold, (delta_v, delta_d))
     per_run = runs_frame(
         results,
         [
@@ -182,10 +270,10 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
         summary=summary_text,
         tables=[
             ("Successes and val mIoU per variant", table),
-            ("Why runs fail: loss scale, feature scale, projection (by outcome)", diag),
+            ("Diagnosis by variant and outcome (mean ± std over the runs)", diag),
         ],
         notes=notes,
-        sections=[("What we found", findings)],
+        sections=[("Why a CCL run fails: what the runs show", found)],
         figures=[("val mIoU per variant and seed", png.name)],
     )
     path = write_report(
@@ -219,30 +307,3 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
     ]
     write_claims(reports / "claims" / f"{NAME}.csv", rows)
     return path
-
-
-def diagnosis_text(
-    results: list[dict[str, Any]], wins: dict[str, tuple[int, int]], threshold: float, delta_v: float, delta_d: float
-) -> str:
-    """The findings, each tied to a measured number (the table above gives them all)."""
-
-    def med(name: str, key: str, fn=_early, outcome: bool | None = None) -> float:
-        vals = [
-            fn(r, key) for r in results if r["name"] == name and (outcome is None or succeeded(r, threshold) == outcome)
-        ]
-        vals = sorted(v for v in vals if v == v)
-        return vals[len(vals) // 2] if vals else float("nan")
-
-    lines = []
-    for name in ("ccl_quadratic", "ccl_piecewise", "ccl_piecewise_on_features"):
-        ok, fail = (
-            med(name, "blob_inter_class_distance", _space, True),
-            med(name, "blob_inter_class_distance", _space, False),
-        )
-        lines.append(
-            f"- `{name}`: {wins[name][0]}/{wins[name][1]} succeed. Early on (iterations <= {EARLY_ITERS}) the CCL's gradient on the context "
-            f"features is {med(name, 'grad_ratio_ccl_over_ce'):.2f}x the cross entropy's (median over seeds); the CCL space's mean norm is "
-            f"{med(name, 'ccl_feature_norm'):.2f} against margins delta_v {delta_v:g} / 2 delta_d {2 * delta_d:g}. At the end the blob-class centres "
-            f"lie {ok:.2f} apart in the CCL space in the runs that succeed and {fail:.2f} in those that fail (median; nan: no such run)."
-        )
-    return "\n".join(lines)

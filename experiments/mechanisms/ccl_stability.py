@@ -23,7 +23,8 @@ if str(ROOT) not in sys.path:
 
 from experiments.mechanisms.settings import MechanismSettings, Variant, ccl_feature_dim  # noqa: E402
 
-LATE_ARMS = ("ccl_piecewise_on_features",)  # trained after every seed of the other arms
+LATE_ARMS = ("ccl_piecewise_on_features", "ccl_piecewise_batch_centres")  # diagnosis arms: trained after the others,
+LATE_SEEDS = tuple(range(5))  # on the first five seeds
 
 NAME = "mechanism_ccl"
 # Success, fixed before any run: val mIoU >= 90% and no NaN/inf loss. Chance (blob found, class guessed)
@@ -45,6 +46,12 @@ def arms() -> dict[str, Variant]:
         ),
         LATE_ARMS[0]: Variant(
             "R=2 + CCL, piecewise, on the 32-ch context features (longrange r2_ccl)", ccl="piecewise"
+        ),
+        LATE_ARMS[1]: Variant(
+            f"R=2 + CCL, piecewise, {dim}-ch projection, class centres over the batch",
+            ccl="piecewise",
+            ccl_channels=dim,
+            ccl_centres="batch",
         ),
     }
 

@@ -54,14 +54,15 @@ def planned_jobs(
     arms = module.arms()
     late_names = tuple(getattr(module, "LATE_ARMS", ()))
 
-    def jobs(names: list[str]) -> list[tuple[str, tuple]]:
+    late_seeds = tuple(getattr(module, "LATE_SEEDS", settings.seeds))
+
+    def jobs(names: list[str], seeds: tuple[int, ...]) -> list[tuple[str, tuple]]:
         return [
-            (n, (settings, arms[n], seed, runs / run_key(settings, arms[n], seed)))
-            for seed in settings.seeds
-            for n in names
+            (n, (settings, arms[n], seed, runs / run_key(settings, arms[n], seed))) for seed in seeds for n in names
         ]
 
-    return jobs([n for n in arms if n not in late_names]), jobs([n for n in arms if n in late_names])
+    early = jobs([n for n in arms if n not in late_names], settings.seeds)
+    return early, jobs([n for n in arms if n in late_names], tuple(s for s in settings.seeds if s in late_seeds))
 
 
 def run_named(planned: list[tuple[str, tuple]], workers: int, force: bool) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: 
 NAME = "mechanism_gamma"
 SUCCESS_MIOU_PCT = 90.0  # "learned": val mIoU >= 90% at two evaluations in a row
 SETTINGS = MechanismSettings(
-    batch_size=8, seeds=tuple(range(5)), iterations=1000, eval_every=50, stop_miou_pct=SUCCESS_MIOU_PCT
+    batch_size=8, seeds=tuple(range(5)), iterations=800, eval_every=50, stop_miou_pct=SUCCESS_MIOU_PCT
 )
 VARIANTS = {
     "gamma0": Variant("RCCA R=2, gamma init 0 (paper)", gamma_init=0.0),

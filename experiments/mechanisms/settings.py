@@ -121,17 +121,22 @@ class Variant:
     ccl_channels: int | None = None  # None: CCL on the context features; else on a 1x1 projection to that many
     clip_frames: int | None = None  # temporal_cue: frames the model sees (centred); None: all
     per_frame: bool = False  # temporal_cue: 2D context on each frame alone (no time axis)
+    ccl_centres: str = "image"  # "image": class centres per image (the CCL's own); "batch": over the whole batch
 
     def __post_init__(self) -> None:
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {BLOCKS}, got block={self.block!r}")
         if self.ccl is not None and self.ccl not in CCL_FORMS:
             raise ValueError(f"ccl must be None or one of {CCL_FORMS}, got ccl={self.ccl!r}")
+        if self.ccl_centres not in ("image", "batch"):
+            raise ValueError(f"ccl_centres must be 'image' or 'batch', got ccl_centres={self.ccl_centres!r}")
 
     def spec(self) -> dict[str, Any]:
         """Everything but the label (two variants with the same spec are the same run)."""
         data = dataclasses.asdict(self)
         data.pop("label")
+        if data["ccl_centres"] == "image":  # the default is left out: run keys made before the field existed stay valid
+            data.pop("ccl_centres")
         return data
 
 

@@ -157,6 +157,8 @@ def difference_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, 
 def fisher_exact_p(a_wins: int, a_runs: int, b_wins: int, b_runs: int) -> float:
     """Two-sided Fisher exact test p-value of two success counts (sum of tables no likelier than the observed)."""
     wins, total = a_wins + b_wins, a_runs + b_runs
+    if a_runs == 0 or b_runs == 0:
+        return 1.0
 
     def prob(k: int) -> float:
         return math.comb(a_runs, k) * math.comb(b_runs, wins - k) / math.comb(total, wins)

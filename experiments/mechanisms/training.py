@@ -87,6 +87,15 @@ def evaluate(
     return result
 
 
+def _ccl_inputs(space: torch.Tensor, target: torch.Tensor, centres: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, C, H, W)`` features and ``(N, H, W)`` labels as the CCL sees them: per image, or (``"batch"``)
+    the batch side by side as one ``(1, C, H, N * W)`` image, so that class centres pool every image."""
+    if centres == "image":
+        return space, target
+    n, c, h, w = space.shape
+    return space.permute(1, 2, 0, 3).reshape(1, c, h, n * w), target.permute(1, 0, 2).reshape(1, h, n * w)
+
+
 def _grad_norm(value: torch.Tensor, wrt: torch.Tensor) -> float:
     (grad,) = torch.autograd.grad(value, wrt, retain_graph=True)
     return float(grad.norm())
@@ -144,7 +153,7 @@ def train_one(
         loss, terms = ce, {}
         if ccl is not None:
             space = projection(outputs["feat"]) if projection is not None else outputs["feat"]
-            terms = ccl.terms(space, target)
+            terms = ccl.terms(*_ccl_inputs(space, target, variant.ccl_centres))
             loss = ce + settings.ccl_weight * terms["loss"]
         if it % settings.log_every == 0 or it == settings.iterations:
             row = {
