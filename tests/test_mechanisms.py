@@ -211,4 +211,23 @@ def test_planned_jobs_put_late_arms_last(tmp_path):
     settings = dataclasses.replace(ccl_stability.SETTINGS, seeds=(0, 1))
     early, late = common.planned_jobs(ccl_stability, settings, Path(tmp_path))
     assert [n for n, _ in early][:3] == ["r2", "ccl_quadratic", "ccl_piecewise"]
-    assert [n for n, _ in late] == [ccl_stability.LATE_ARMS[0]] * 2
+    late_seeds = [seed for seed in (0, 1) if seed in ccl_stability.LATE_SEEDS]
+    assert [n for n, _ in late] == [name for _ in late_seeds for name in ccl_stability.LATE_ARMS]
+
+
+def test_longrange_ablation_runs_and_reports_on_the_shared_pieces(tmp_path):
+    from experiments import longrange
+
+    small = dataclasses.replace(
+        longrange.LongRangeSettings(), iterations=2, num_train=16, num_val=8, batch_size=4, seeds=(0,)
+    )
+    results = longrange.run(small, ["r0", "r2_ccl"], runs=tmp_path / "runs")
+    assert [r["variant"] for r in results] == ["r0", "r2_ccl"]
+    assert (tmp_path / "runs" / "r0_s0" / "model.pt").is_file() and (
+        tmp_path / "runs" / "r2_ccl_s0" / "result.json"
+    ).is_file()
+    again = longrange.run(small, ["r0"], runs=tmp_path / "runs")  # read back, not trained
+    assert again[0]["miou"] == results[0]["miou"]
+    md = longrange.write_report(small, results, reports=tmp_path).read_text()
+    assert "`r2_ccl`" in md and "Regenerate with `nox -s reproduce_longrange" in md
+    assert (tmp_path / "longrange.csv").is_file() and (tmp_path / "longrange.png").is_file()
