@@ -110,8 +110,6 @@ def findings(
     lo, hi = WINDOW
     ccl_names = [n for n in names if any(r["name"] == n and r["spec"]["ccl"] for r in results)]
     ccl_runs = [r for r in results if r["name"] in ccl_names]
-    failed = [r for r in ccl_runs if not succeeded(r, threshold)]
-    ok = [r for r in ccl_runs if succeeded(r, threshold)]
     plain = [r for r in results if r["name"] == "r2"]
     plain_failed = [r for r in plain if not succeeded(r, threshold)]
     ratio = _median([_window(r, "grad_ratio_ccl_over_ce") for r in ccl_runs])
@@ -127,26 +125,33 @@ def findings(
         "nothing in the CCL separates the three blob classes (they never meet in one image), so the CCL is as happy with "
         "'blob, class unknown' features as with features that carry the cue.",
     ]
-    if failed:
-        fail_gamma, ok_gamma = _median([_gamma_end(r) for r in failed]), _median([_gamma_end(r) for r in ok])
-        plain_gamma = _median([_gamma_end(r) for r in plain])
-        fail_dist, ok_dist = (
-            _median([float(r["blob_inter_class_distance"]) for r in failed]),
-            _median([float(r["blob_inter_class_distance"]) for r in ok]),
+    every = [r for r in results if r["name"] in ("r2", "ccl_quadratic", "ccl_piecewise")]
+    all_failed = [r for r in every if not succeeded(r, threshold)]
+    if all_failed:
+        main_ccl = [r for r in ccl_runs if r["name"] in ("ccl_quadratic", "ccl_piecewise")]
+        main_failed = [r for r in main_ccl if not succeeded(r, threshold)]
+        p_ccl = fisher_exact_p(
+            len(main_ccl) - len(main_failed), len(main_ccl), len(plain) - len(plain_failed), len(plain)
         )
-        plain_dist = _median([float(r["blob_inter_class_distance"]) for r in plain])
-        listed = ", ".join(f"`{r['name']}` seed {r['seed']} ({float(r['miou']):.1f})" for r in failed)
+        done = [r for r in every if succeeded(r, threshold)]
+        listed = ", ".join(f"`{r['name']}` seed {r['seed']} ({float(r['miou']):.1f})" for r in all_failed)
+        dist_fail = _median([float(r["blob_inter_class_distance"]) for r in all_failed])
+        dist_ok = _median([float(r["blob_inter_class_distance"]) for r in done])
+        gamma_fail = _median([_gamma_end(r) for r in all_failed])
+        gamma_ok = _median([_gamma_end(r) for r in done])
+        diverged = sum(bool(r.get("diverged")) for r in every)
         lines.append(
-            f"3. **The failing runs** ({listed}) found the blob and never its class: at the end their blob classes' centres lie "
-            f"{fail_dist:.2f} apart in the context features (median; {ok_dist:.2f} in the CCL runs that succeed, {plain_dist:.2f} without "
-            f"the CCL), and RCCA's gamma ended at {fail_gamma:.3f} ({ok_gamma:.3f} in successful CCL runs, {plain_gamma:.3f} without the CCL, "
-            "where it grows as the two-hop path is learned). Our reading (consistent with these numbers, not proven by them): "
-            "the cue's first, weak and uneven arrival at the blob is within-blob spread, which the variance term removes; with "
-            "the CCL's gradient several times the cross entropy's, a run whose attention starts unluckily stays on the "
-            "'class guessed' plateau (val mIoU about 33-40%)."
+            f"3. **The failing runs** ({listed}) fail the same way with and without the CCL: none diverged ({diverged} NaN/inf "
+            f"losses), each found the blob but not (or only partly) its class. At the end their blob classes' centres lie "
+            f"{dist_fail:.2f} apart in the context features (median; {dist_ok:.2f} in the runs that succeed) and RCCA's gamma "
+            f"ended at {gamma_fail:.3f} ({gamma_ok:.3f}): the two-hop path from the cue was not found within "
+            f"the budget. With the CCL (either distance) {len(main_failed)}/{len(main_ccl)} runs fail, without it "
+            f"{len(plain_failed)}/{len(plain)} (Fisher exact p = {p_ccl:.2f}); the failing seeds differ between arms (same "
+            "initial weights and data order per seed). So a failed run is a run stuck on the 'class guessed' plateau, a "
+            "property of this task and budget that the CCL's extra gradient does not measurably change here."
         )
     else:
-        lines.append("3. No CCL run failed here; the statistics above describe the successful runs only.")
+        lines.append("3. No run failed here; the statistics above describe successful runs only.")
     proj, raw = wins.get("ccl_piecewise"), wins.get("ccl_piecewise_on_features")
     if proj and raw:
         lines.append(
@@ -171,14 +176,6 @@ def findings(
             f"blob classes of different images meet in the distance term): {batch[0]}/{batch[1]} succeed vs {same_wins}/{len(same_seeds)} "
             f"with per-image centres on the same seeds; blob-class centres end {blob_batch:.2f} apart in the CCL space (median)."
         )
-    lines.append(
-        f"{6 if proj and batch and batch[1] else 5}. **Without the CCL** {len(plain) - len(plain_failed)}/{len(plain)} R=2 runs succeed: "
-        + (
-            "the CCL is the only arm whose runs fail here."
-            if not plain_failed
-            else "R=2 alone fails too, on some seeds."
-        )
-    )
     return "\n".join(lines)
 
 
@@ -260,8 +257,9 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
         f"batch {settings.batch_size}, {settings.iterations} iterations, {settings.num_train} train / {settings.num_val} val images; one thread per run.",
         "The CCL's centres are per image (as De Brabandere et al.); every image here holds background and one blob class, so the "
         "distance term pushes the blob's centre away from the background's and never the blob classes from each other.",
-        "Without the CCL, R=2 already solves this task: a gain of the CCL cannot show here (ceiling); what can show is whether the CCL "
-        "makes a run fail, and which distance does so less often.",
+        f"Without the CCL, R=2 succeeds {wins['r2'][0]}/{wins['r2'][1]} times here: a gain of about 0.7 mIoU is far below what "
+        "10 seeds of this bimodal outcome (about 35% or about 100%) can resolve; what can show is whether the CCL makes runs fail, "
+        "and which distance does so less often.",
     ]
     found = findings(results, names, wins, threshold, (delta_v, delta_d))
     per_run = runs_frame(
@@ -313,13 +311,11 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
             "claim_id": "ccl_gain",
             "claim": "the category consistent loss improves mIoU",
             "paper": gain_paper,
-            "ours": f"{gain:+.1f} mIoU [{gain_lo:+.1f}, {gain_hi:+.1f}] (task at ceiling without the CCL)",
+            "ours": f"{gain:+.1f} mIoU [{gain_lo:+.1f}, {gain_hi:+.1f}] (interval far wider than the paper's gain)",
             "report": f"reports/{NAME}.md",
             "scale": "cpu-mechanism",
             "hardware": prov["hardware"],
-            "verdict": "not testable here"
-            if min(miou["r2"]) >= threshold
-            else ("holds" if gain_lo > 0 else "does not hold"),
+            "verdict": "holds" if gain_lo > 0 else ("does not hold" if gain_hi < 0 else "not testable here"),
             "command": command,
         },
     ]
