@@ -144,6 +144,23 @@ def reproduce_longrange(session: nox.Session) -> None:
     _run(session, "experiments/longrange.py", *session.posargs)
 
 
+def _mechanism(module: str, topic: str):
+    def session_fn(session: nox.Session) -> None:
+        _run(session, "-m", f"experiments.mechanisms.{module}", *session.posargs)
+
+    session_fn.__doc__ = f"Mechanism test on CPU ({topic}): reports/mechanism_*.md; `-- --dry-run` for the plan."
+    return session_fn
+
+
+for _name, _module, _topic in (
+    ("mechanism_ccl", "ccl_stability", "CCL stability, piecewise vs quadratic distance, 10 seeds"),
+    ("mechanism_video", "video_context", "3D criss-cross context for video, T=1 vs T=5"),
+    ("mechanism_stacking", "stacking", "row/column stacking vs criss-cross R=2"),
+    ("mechanism_gamma", "gamma_init", "gamma initialised to 0 vs 1, curves"),
+):
+    nox.session(name=_name, default=False)(_mechanism(_module, _topic))
+
+
 @nox.session(default=False)
 def attention_maps(session: nox.Session) -> None:
     """Attention-map figures (R=1 and composed R=2) from a trained smoke model."""

@@ -1,0 +1,233 @@
+"""The CPU mechanism experiments (experiments/mechanisms): intervals, models, exact seeds, resume, reports."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.mechanisms import common, stats, training
+from experiments.mechanisms.model import RowColumnStack, TinySegmenter, build_model, set_gamma
+from experiments.mechanisms.settings import (
+    MechanismSettings,
+    Variant,
+    ccl_feature_dim,
+    ccl_loss,
+    paper_setting,
+    run_key,
+)
+
+TINY = MechanismSettings(
+    iterations=4, num_train=16, num_val=8, batch_size=4, log_every=1, checkpoint_every=2, seeds=(0,)
+)
+
+
+# --------------------------------------------------------------------------------------------- stats
+def test_wilson_interval_matches_the_formula_and_bounds():
+    lo, hi = stats.wilson_interval(9, 10)
+    z = 1.959964
+    p, n = 0.9, 10
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert (lo, hi) == pytest.approx((centre - half, centre + half))
+    assert stats.wilson_interval(0, 10)[0] == 0.0 and stats.wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="successes"):
+        stats.wilson_interval(11, 10)
+
+
+def test_t_interval_and_difference_interval():
+    values = [1.0, 2.0, 4.0, 7.0]
+    mean = sum(values) / 4
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 3)
+    lo, hi = stats.t_interval(values)
+    assert (lo + hi) / 2 == pytest.approx(mean) and (hi - lo) / 2 == pytest.approx(3.182 * std / 2)
+    assert stats.t_interval([5.0]) == (5.0, 5.0)
+    diff, dlo, dhi = stats.difference_interval([3.0, 4.0, 5.0], [1.0, 1.0, 1.0])
+    assert diff == pytest.approx(3.0) and dlo < 3.0 < dhi
+    with pytest.raises(ValueError, match="at least one"):
+        stats.mean_std([])
+
+
+def test_fisher_exact_p_against_exact_enumeration():
+    def reference(a, n_a, b, n_b):
+        wins, total = a + b, n_a + n_b
+        prob = {
+            k: Fraction(math.comb(n_a, k) * math.comb(n_b, wins - k), math.comb(total, wins))
+            for k in range(0, n_a + 1)
+            if 0 <= wins - k <= n_b
+        }
+        return float(sum(p for p in prob.values() if p <= prob[a]))
+
+    for case in [(9, 10, 6, 10), (10, 10, 0, 10), (3, 5, 3, 5), (0, 10, 2, 10)]:
+        assert stats.fisher_exact_p(*case) == pytest.approx(reference(*case))
+
+
+def test_claims_rows_are_checked(tmp_path):
+    row = dict.fromkeys(stats.CLAIM_COLUMNS, "x") | {"verdict": "holds"}
+    path = stats.write_claims(tmp_path / "c.csv", [row])
+    assert list(csv.DictReader(path.open()))[0]["verdict"] == "holds"
+    with pytest.raises(ValueError, match="verdict"):
+        stats.write_claims(tmp_path / "c.csv", [row | {"verdict": "maybe"}])
+    with pytest.raises(ValueError, match="columns"):
+        stats.write_claims(tmp_path / "c.csv", [{"claim": "x"}])
+
+
+# -------------------------------------------------------------------------------------- paper values
+def test_ccl_uses_the_papers_margins_weights_and_projection():
+    loss = ccl_loss("hinge")
+    for name in ("delta_v", "delta_d", "alpha", "beta", "gamma"):
+        assert getattr(loss.params, name) == float(paper_setting(f"ccl_{name}"))
+    assert loss.variance == "hinge" and ccl_loss("piecewise").variance == "piecewise"
+    assert ccl_feature_dim() == int(paper_setting("ccl_feature_dim"))
+
+
+def test_settings_and_variants_reject_bad_values():
+    with pytest.raises(ValueError, match="receptive-field radius"):
+        dataclasses.replace(TINY, stem_convs=TINY.margin)
+    with pytest.raises(ValueError, match="task"):
+        MechanismSettings(task="cityscapes")
+    with pytest.raises(ValueError, match="block"):
+        Variant("x", block="aspp")
+    with pytest.raises(ValueError, match="ccl"):
+        Variant("x", ccl="cubic")
+    assert run_key(TINY, Variant("a"), 0) == run_key(dataclasses.replace(TINY, seeds=(5, 6)), Variant("b"), 0)
+    assert run_key(TINY, Variant("a"), 0) != run_key(TINY, Variant("a", gamma_init=0.0), 0)
+
+
+# ---------------------------------------------------------------------------------------- the models
+def _reach(module: torch.nn.Module, x: torch.Tensor, out_index: tuple, in_index: tuple) -> float:
+    x = x.clone().requires_grad_(True)
+    module(x)[out_index].sum().backward()
+    return float(x.grad[in_index].abs().sum())
+
+
+def test_row_then_column_reaches_off_row_and_off_column_pixels():
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 6, 7, dtype=torch.float64)
+    for order in ("hv", "vh", "hv_vh"):
+        block = RowColumnStack(8, order, reduction=2).double()
+        set_gamma(block, 1.0)
+        assert _reach(block, x, (0, slice(None), 1, 2), (0, slice(None), 4, 5)) > 0, order
+    one = RowColumnStack(8, "hv", reduction=2).double()
+    set_gamma(one, 1.0)
+    assert _reach(one.paths[0][0], x, (0, slice(None), 1, 2), (0, slice(None), 4, 5)) == 0.0
+    with pytest.raises(ValueError, match="order"):
+        RowColumnStack(8, "hh", 2)
+
+
+def test_clip_model_sees_other_frames_only_with_3d_context():
+    settings = dataclasses.replace(TINY, task="temporal_cue", size=8, blob_min=2, blob_max=3, frames=5)
+    clip = torch.randn(1, 3, 5, 8, 8)
+    for variant, expect in ((Variant("3d"), True), (Variant("2d", per_frame=True), False)):
+        torch.manual_seed(0)
+        model = build_model(settings, variant).eval()
+        assert isinstance(model, TinySegmenter) and model(clip)["out"].shape == (1, 4, 8, 8)
+        reach = _reach(lambda x, m=model: m(x)["out"], clip, (0, slice(None), 4, 4), (0, slice(None), 0, 4, 4))
+        assert (reach > 0) == expect, variant
+
+
+# ----------------------------------------------------------------------------- exact seeds and resume
+def test_same_seed_same_numbers_and_another_seed_differs():
+    variant = Variant("r2 + ccl", ccl="piecewise", ccl_channels=4)
+    a, b = training.train_one(TINY, variant, 3), training.train_one(TINY, variant, 3)
+    c = training.train_one(TINY, variant, 4)
+    assert a["miou"] == b["miou"] and a["train_log"] == b["train_log"] and a["gamma"] == b["gamma"]
+    assert a["train_log"] != c["train_log"]
+
+
+def test_a_killed_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    variant = Variant("r2")
+    straight = training.train_one(TINY, variant, 1, directory=tmp_path / "straight")
+    calls = {"n": 0}
+    real = training.F.cross_entropy
+
+    def dies_at_third_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training.F, "cross_entropy", dies_at_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_one(TINY, variant, 1, directory=tmp_path / "killed")
+    assert (tmp_path / "killed" / "last.pt").is_file()
+    monkeypatch.setattr(training.F, "cross_entropy", real)
+    resumed = training.train_one(TINY, variant, 1, directory=tmp_path / "killed")
+    assert resumed["miou"] == straight["miou"] and resumed["gamma"] == straight["gamma"]
+    assert resumed["train_log"] == straight["train_log"]
+
+
+def test_finished_runs_are_read_back_not_trained(tmp_path, monkeypatch):
+    jobs = [(TINY, Variant("r0", block="none"), 0, tmp_path / "r0")]
+    first = training.run_jobs(jobs, workers=1)
+    monkeypatch.setattr(training, "train_one", lambda *a, **k: pytest.fail("trained again"))
+    again = training.run_jobs(jobs, workers=1)
+    assert again[0]["miou"] == first[0]["miou"] and again[0]["settings_hash"] == run_key(TINY, jobs[0][1], 0)
+
+
+# ------------------------------------------------------------------------------------------- reports
+@pytest.mark.parametrize("module", ["ccl_stability", "stacking", "video_context", "gamma_init"])
+def test_each_experiment_writes_its_report_and_claims_at_a_tiny_size(tmp_path, module):
+    import importlib
+
+    mod = importlib.import_module(f"experiments.mechanisms.{module}")
+    argv = [
+        "--seeds",
+        "0",
+        "1",
+        "--iterations",
+        "2",
+        "--workers",
+        "1",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--reports",
+        str(tmp_path),
+    ]
+    assert mod.main(argv) == 0
+    md = (tmp_path / f"{mod.NAME}.md").read_text()
+    assert "Mechanism test on CPU" in md and "seed" in md and (tmp_path / f"{mod.NAME}.png").is_file()
+    assert "interval" in md
+    rows = list(csv.DictReader((tmp_path / "claims" / f"{mod.NAME}.csv").open()))
+    assert rows and all(r["verdict"] in stats.VERDICTS and r["paper"] for r in rows)
+    assert set(rows[0]) == set(stats.CLAIM_COLUMNS)
+
+
+def test_iterations_to_learn_needs_two_evaluations_in_a_row():
+    from experiments.mechanisms.reports import iterations_to_learn
+
+    assert iterations_to_learn({"curve": [[100, 95.0], [200, 40.0], [300, 91.0], [400, 99.0]]}, 90.0) == 300
+    assert iterations_to_learn({"curve": [[100, 95.0], [200, 40.0]]}, 90.0) is None
+
+
+def test_planned_jobs_put_late_arms_last(tmp_path):
+    from experiments.mechanisms import ccl_stability
+
+    settings = dataclasses.replace(ccl_stability.SETTINGS, seeds=(0, 1))
+    early, late = common.planned_jobs(ccl_stability, settings, Path(tmp_path))
+    assert [n for n, _ in early][:3] == ["r2", "ccl_quadratic", "ccl_piecewise"]
+    late_seeds = [seed for seed in (0, 1) if seed in ccl_stability.LATE_SEEDS]
+    assert [n for n, _ in late] == [name for _ in late_seeds for name in ccl_stability.LATE_ARMS]
+
+
+def test_longrange_ablation_runs_and_reports_on_the_shared_pieces(tmp_path):
+    from experiments import longrange
+
+    small = dataclasses.replace(
+        longrange.LongRangeSettings(), iterations=2, num_train=16, num_val=8, batch_size=4, seeds=(0,)
+    )
+    results = longrange.run(small, ["r0", "r2_ccl"], runs=tmp_path / "runs")
+    assert [r["variant"] for r in results] == ["r0", "r2_ccl"]
+    assert (tmp_path / "runs" / "r0_s0" / "model.pt").is_file() and (
+        tmp_path / "runs" / "r2_ccl_s0" / "result.json"
+    ).is_file()
+    again = longrange.run(small, ["r0"], runs=tmp_path / "runs")  # read back, not trained
+    assert again[0]["miou"] == results[0]["miou"]
+    md = longrange.write_report(small, results, reports=tmp_path).read_text()
+    assert "`r2_ccl`" in md and "Regenerate with `nox -s reproduce_longrange" in md
+    assert (tmp_path / "longrange.csv").is_file() and (tmp_path / "longrange.png").is_file()
