@@ -122,7 +122,7 @@ def _main_network(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--network takes an image input N,3,H,W, got --input {','.join(map(str, shape))}")
     try:
         result = network_increment(
-            None if args.block == "none" else args.block,
+            None if args.block == "fcn" else args.block,
             args.recurrence,
             backbone=args.network,
             input_shape=shape,

@@ -26,7 +26,7 @@ from experiments.common import Options, Row, Table, run_dir
 class EfficiencySettings:
     """One network measured with and without its context block(s) (read top to bottom)."""
 
-    block: str = "rcca"  # a name of cca.nn.CONTEXT_BLOCKS or of cca.profiling.variants; "none": the baseline
+    block: str = "rcca"  # a name of cca.nn.CONTEXT_BLOCKS or of cca.profiling.variants; "fcn": the baseline (no context block)
     count: int = 1  # blocks in sequence (+NL x2: 2)
     recurrence: int = 2  # loops of "rcca"
     backbone: str = "resnet50"  # the paper's efficiency table: ResNet-50, output stride 8
@@ -104,7 +104,7 @@ def _ratio(table: Table, options: Options) -> dict:
 
 
 ROWS = (
-    Row("baseline", "ResNet-50 baseline network (no context block)", {"block": "none"}),
+    Row("baseline", "ResNet-50 baseline network (no context block)", {"block": "fcn"}),
     Row("nonlocal", "+ NL (one non-local block)", {"block": "nonlocal"}),
     Row("nonlocal_x2", "+ NL x2 (two non-local blocks in sequence)", {"block": "nonlocal", "count": 2}),
     Row("rcca_r1", "+ RCCA (R=1)", {"block": "rcca", "recurrence": 1}),

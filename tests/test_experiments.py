@@ -334,6 +334,9 @@ def test_table_smoke_path_writes_its_report(number, tmp_path, monkeypatch):
         if table.kind != "profile":  # run files hold fractions; the report percent
             run_metrics = json.loads(metrics_json.read_text())
             for metric, value in result["metrics"].items():
+                if metric in ("gflops_increment", "memory_increment_mb"):  # table 2: profiled, not trained
+                    assert number == 2 and value >= 0, (number, key, metric)
+                    continue
                 assert value == pytest.approx(100.0 * run_metrics[metric], abs=1e-9), (number, key, metric)
     paper = pd.read_csv(table.paper_csv, dtype=str, keep_default_na=False)
     quoted = paper[paper[table.metrics[0]] != ""] if table.metrics[0] in paper.columns else paper.iloc[0:0]

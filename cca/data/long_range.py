@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from cca.data.common import IGNORE_INDEX
+
 # Saturated cue colours in [-1, 1] (R, G, B); the blob is grey, the background dark noise.
 PALETTE = (
     (1.0, -0.6, -0.6),  # red
@@ -40,7 +42,6 @@ PALETTE = (
 )
 COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "violet")
 BLOB_GREY = 0.5
-IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def block_rows() -> list[tuple[str, int | None]]:
     """``(block, recurrence)`` of every row: non-local, RCCA R = 1, 2, 3, then the other blocks."""
     rows: list[tuple[str, int | None]] = list(SCALING_SERIES)
     for name in block_names():
-        if name not in ("nonlocal", "rcca", "cca", "none"):  # "cca" is RCCA with R = 1; "none" the identity
+        if name not in ("nonlocal", "rcca", "cca", "fcn"):  # "cca" is RCCA with R = 1; "fcn" the identity
             rows.append((name, None))
     return rows
 

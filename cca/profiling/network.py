@@ -73,7 +73,7 @@ def build_network(
     context: Callable[[int], nn.Module] | None = None,
 ) -> nn.Module:
     """The segmentor of the paper's efficiency table with ``count`` copies of ``block`` in sequence
-    in its head (``block=None`` or ``"none"``: the baseline network). ``context``, if given, builds the
+    in its head (``block=None`` or ``"fcn"``: the baseline network). ``context``, if given, builds the
     block from the head's channel count instead (e.g. a non-local variant). Returns the segmentor
     wrapped with its loss (see :class:`_TrainingLoss`)."""
     from cca.models import AuxHead, ContextHead, Segmentor, build_backbone
@@ -86,7 +86,7 @@ def build_network(
     mid = max(1, min(512, trunk.out_channels // 4))
     if context is not None:
         blocks = [context(mid) for _ in range(count)]
-    elif block in (None, "none"):
+    elif block in (None, "fcn"):
         blocks = [nn.Identity()]
     else:
         blocks = [build_block(block, mid, recurrence) for _ in range(count)]
@@ -168,7 +168,7 @@ def network_increment(
         memory_method=memory_method,
     )
     memory_bytes = with_block["memory_bytes"] - baseline["memory_bytes"]
-    name = label or (block or "none")
+    name = label or (block or "fcn")
     return {
         "block": name,
         "recurrence": recurrence if block == "rcca" else None,

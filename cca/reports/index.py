@@ -102,6 +102,10 @@ def build_report(reports_dir: str | Path, paper_dir: str | Path) -> Report:
     extras = [
         ("Claims of the paper and their verdicts", ["claims.md"], "nox -s report"),
         ("Long-range context ablation (beyond the paper)", ["longrange.md", "longrange*.png"], "nox -s reproduce_longrange"),
+        ("CCL stability over 10 seeds (mechanism, CPU)", ["mechanism_ccl.md"], "nox -s mechanism_ccl"),
+        ("3D temporal context for video (mechanism, CPU)", ["mechanism_video.md"], "nox -s mechanism_video"),
+        ("Row/column stacking vs criss-cross (mechanism, CPU)", ["mechanism_stacking.md"], "nox -s mechanism_stacking"),
+        ("Zero-initialised gamma (mechanism, CPU)", ["mechanism_gamma.md"], "nox -s mechanism_gamma"),
         ("Attention maps (R=1 and composed R=2)", ["attention*.md", "attention*.png"], "nox -s attention_maps"),
         ("Efficiency of the context blocks alone (profiling harness)", ["efficiency.md", "efficiency*.png", "operator*.md"], "nox -s profile"),
         ("Scaling plots (profiling harness)", ["scaling_*.png"], "nox -s profile"),
