@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     cue_area = 100.0 * settings.cue_size**2 / settings.size**2
     text = f"""# Attention maps
 
-{stamp(provenance("cpu"), "nox -s attention_maps  (python experiments/attention_maps.py)")}
+{stamp(provenance("cpu"), "nox -s attention_maps")}
 For a pixel u, **R=1** is the attention of the first loop over u's criss-cross set (row and column);
 **R=2** is the exact composition of the two loops, M2[u, q] = sum over p in cross(u) of A1[u -> p] A0[p -> q]
 (`cca.reports.attention.attention_maps`; attention paths only, residual and value projections not included).

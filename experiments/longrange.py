@@ -173,7 +173,7 @@ mean ± std over seeds) in the table below. Measured order (mean val mIoU): {ord
     report = Report(
         title="Long-range context ablation (beyond the paper)",
         provenance=provenance("cpu"),
-        regenerate="nox -s reproduce_longrange  (python experiments/longrange.py)",
+        regenerate="nox -s reproduce_longrange",
         scale="cpu-mechanism",
         summary=summary,
         tables=[("", table)],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -288,6 +289,17 @@ def test_command_line_names_scripts_and_modules_as_typed():
     assert provenance.command_line([str(root / "cca" / "reports" / "index.py")]) == "python -m cca.reports.index"
     assert provenance.command_line([str(root / "cca" / "__main__.py"), "train"]) == "python -m cca train"
     assert provenance.command_line(["/elsewhere/tool.py", "a b"]) == "python /elsewhere/tool.py 'a b'"
+
+
+def test_command_line_keeps_python_m_of_any_package(monkeypatch):
+    """``python -m experiments.mechanisms --seeds 1`` is recorded as typed, not as the __main__.py path."""
+    root = provenance.REPO_ROOT
+    monkeypatch.setattr(sys, "orig_argv", ["/env/bin/python", "-m", "experiments.mechanisms", "--seeds", "1"], raising=False)
+    monkeypatch.setattr(sys, "argv", [str(root / "experiments" / "mechanisms" / "__main__.py"), "--seeds", "1"])
+    assert provenance.command_line() == "python -m experiments.mechanisms --seeds 1"
+    monkeypatch.setattr(sys, "orig_argv", ["/env/bin/python", str(root / "experiments" / "run.py"), "2"], raising=False)
+    monkeypatch.setattr(sys, "argv", [str(root / "experiments" / "run.py"), "2"])
+    assert provenance.command_line() == "python experiments/run.py 2"
 
 
 def test_training_curves_plot_the_requested_metric(tmp_path, monkeypatch):

@@ -40,6 +40,8 @@ def read_claim_csvs(reports_dir: str | Path) -> pd.DataFrame:
         bad = sorted(set(frame["verdict"]) - set(VERDICTS))
         if bad:
             raise ValueError(f"{path}: verdict must be one of {VERDICTS}, got {bad}")
+        # a report is linked from reports/claims.md: its path is relative to reports/
+        frame["report"] = [r.removeprefix("reports/") for r in frame["report"]]
         frames.append(frame[list(CLAIM_COLUMNS)].assign(source=path.name))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*CLAIM_COLUMNS, "source"])
 
@@ -85,7 +87,7 @@ def claims_report(frame: pd.DataFrame) -> Report:
     return Report(
         title="Claims of the paper: do they hold?",
         provenance=provenance(),
-        regenerate="nox -s report  (python -m cca.reports.claims)",
+        regenerate="nox -s report",
         summary=summary,
         tables=[("", shown)],
         notes=[

@@ -274,7 +274,7 @@ def build_report(
     return Report(
         title="Efficiency: non-local vs RCCA and the other context blocks (each block alone)",
         provenance=prov,
-        regenerate="nox -s profile  (python -m cca.reports.efficiency)",
+        regenerate="nox -s profile",
         scale="full",
         summary=summary,
         tables=[("Table", shown_table(table, results))],

@@ -55,6 +55,11 @@ def git_dirty() -> bool | None:
 
 def command_line(argv: list[str] | None = None) -> str:
     """The command that is running, as a shell line (``python experiments/run.py 1 --scale smoke``)."""
+    if argv is None:
+        orig = list(getattr(sys, "orig_argv", []))  # as typed: keeps ``-m package.module``
+        if "-m" in orig[1:-1]:
+            at = orig.index("-m", 1)
+            return "python " + shlex.join(["-m", orig[at + 1], *sys.argv[1:]])
     argv = list(sys.argv if argv is None else argv)
     if argv and argv[0].endswith(".py"):
         try:

@@ -229,7 +229,7 @@ def write(
     diag = diagnosis(results, names, threshold)
     delta_v, delta_d = float(paper_setting("ccl_delta_v")), float(paper_setting("ccl_delta_d"))
     prov = common.provenance_now()
-    command = "nox -s mechanism_ccl  (python -m experiments.mechanisms.ccl_stability)"
+    command = "nox -s mechanism_ccl"
     png = reports / f"{NAME}.png"
     common.bar_figure(
         results,
@@ -304,7 +304,7 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
     )
     rows = [
         {
-            "claim_id": "ccl_piecewise_vs_quadratic_success",
+            "claim_id": "ccl_piecewise_reliable",
             "claim": "the CCL with the piecewise distance trains successfully more often than with the quadratic one",
             "paper": f"{piece_paper['value']} vs {quad_paper['value']}",
             "ours": f"{wins['ccl_piecewise'][0]}/{wins['ccl_piecewise'][1]} vs {wins['ccl_quadratic'][0]}/{wins['ccl_quadratic'][1]} (Fisher p={p_form:.2f})",
@@ -315,7 +315,7 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
             "command": command,
         },
         {
-            "claim_id": "ccl_gain",
+            "claim_id": "ccl_helps",
             "claim": "the category consistent loss improves mIoU",
             "paper": gain_paper,
             "ours": f"{gain:+.1f} mIoU [{gain_lo:+.1f}, {gain_hi:+.1f}] (interval far wider than the paper's gain)",

@@ -65,7 +65,7 @@ def write_stacking(
     names = list(variants)
     summary = summarise(results, names, {n: v.label for n, v in variants.items()}, SUCCESS_MIOU_PCT)
     prov = common.provenance_now()
-    command = "nox -s mechanism_stacking  (python -m experiments.mechanisms.stacking)"
+    command = "nox -s mechanism_stacking"
     png = reports / f"{NAME}.png"
     common.bar_figure(
         results,
@@ -264,7 +264,7 @@ def write_gamma(
         slow = f"with gamma = 0 no seed learns within {settings.iterations} iterations; with gamma = 1, {g1['learned']}/{g1['seeds']} learn after {g1['iters_to_learn_mean'] or float('nan'):.0f} on average: the paper's init slows it at least {settings.iterations / (g1['iters_to_learn_mean'] or float('nan')):.1f}x (final gamma {g0['final_gamma_mean']:.3f} vs {g1['final_gamma_mean']:.3f})"
         verdict = "does not hold"
     prov = common.provenance_now()
-    command = "nox -s mechanism_gamma  (python -m experiments.mechanisms.gamma_init)"
+    command = "nox -s mechanism_gamma"
     png = reports / f"{NAME}.png"
     _curves_figure(settings, variants, results, png, SUCCESS_MIOU_PCT)
     summary_text = f"""
@@ -330,7 +330,7 @@ def write_video(
     d, lo, hi = difference_interval(_miou(results, "ccnet3d_t5"), _miou(results, "ccnet3d_t1"))
     d2, lo2, hi2 = difference_interval(_miou(results, "ccnet3d_t5"), _miou(results, "per_frame_2d"))
     prov = common.provenance_now()
-    command = "nox -s mechanism_video  (python -m experiments.mechanisms.video_context)"
+    command = "nox -s mechanism_video"
     png = reports / f"{NAME}.png"
     common.bar_figure(
         results,
@@ -372,7 +372,7 @@ The time axis of the 3D criss-cross attention carries the evidence: **{verdict}*
         reports / "claims" / f"{NAME}.csv",
         [
             _claim(
-                "ccnet3d_t5_beats_t1",
+                "video_3d_context",
                 "3D criss-cross attention over T=5 frames beats T=1 (temporal context helps)",
                 f"{paper['ccnet3d_t5']} vs {paper['ccnet3d_t1']}",
                 f"T=5 minus T=1: {d:+.1f} mIoU [{lo:+.1f}, {hi:+.1f}]",
