@@ -105,7 +105,7 @@ def gamma_values(module: nn.Module) -> list[float]:
 
 def build_context(settings: MechanismSettings, variant: Variant) -> nn.Module:
     """The variant's context block on ``settings.channels`` channels, gamma initialised."""
-    from cca.nn import RCCA, NonLocal2d
+    from cca.nn import RCCA, NonLocal2d, RCCA3d
 
     c = settings.channels
     video = settings.task == "temporal_cue" and not variant.per_frame
@@ -114,7 +114,7 @@ def build_context(settings: MechanismSettings, variant: Variant) -> nn.Module:
     if variant.block == "nonlocal":
         return NonLocal2d(c)
     if variant.block == "rcca":
-        context: nn.Module = RCCA(c, recurrence=variant.recurrence, reduction=settings.reduction, video=video)
+        context: nn.Module = (RCCA3d if video else RCCA)(c, recurrence=variant.recurrence, reduction=settings.reduction)
     else:
         context = RowColumnStack(c, variant.block, settings.reduction)
     set_gamma(context, settings.gamma_init if variant.gamma_init is None else variant.gamma_init)

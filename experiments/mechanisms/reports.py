@@ -350,7 +350,7 @@ The time axis of the 3D criss-cross attention carries the evidence: **{verdict}*
     notes = [
         f"Task: `cca.data.temporal_cue`: clips of {settings.frames} frames of {settings.size}x{settings.size}, one grey blob at the same place in every "
         f"frame, drawn in its class colour in one random frame other than the centre; the label is the centre frame's. Chance (blob found, class guessed): about 33% mIoU.",
-        f"Model: {_setup(settings)} The 3D variants use `cca.nn.RCCA(video=True)` (`CrissCrossAttention3d`) on `(N, C, T, H, W)`; "
+        f"Model: {_setup(settings)} The 3D variants use `cca.nn.RCCA3d` (`CrissCrossAttention3d`) on `(N, C, T, H, W)`; "
         "the 2D variant applies `RCCA` to each frame alone; T=1 feeds the centre frame only. The loss and mIoU use the centre frame.",
         "This tiny segmenter stands for CCNet3D's head (3D RCCA R=2 on per-frame features); it is not the ResNet-101 network.",
     ]
