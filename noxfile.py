@@ -162,6 +162,12 @@ for _name, _module, _topic in (
 
 
 @nox.session(default=False)
+def mechanisms(session: nox.Session) -> None:
+    """All four mechanism tests on CPU in one worker pool (runs they share are trained once)."""
+    _run(session, "-m", "experiments.mechanisms", *session.posargs)
+
+
+@nox.session(default=False)
 def attention_maps(session: nox.Session) -> None:
     """Attention-map figures (R=1 and composed R=2) from a trained smoke model."""
     _run(session, "experiments/attention_maps.py", *session.posargs)
