@@ -4,8 +4,9 @@
 CUDA extension) as ordinary C++ under ``csrc/testing/cuda_emulation.h`` and registers the ops as
 ``torch.ops.cca_cuda_emulated.*`` on CPU tensors, with the schemas of ``torch.ops.cca.*``.
 :func:`load` builds it just in time (``torch.utils.cpp_extension.load``, cached under
-``CCA_CACHE_DIR`` or ``~/.cache/cca``; never shipped) and registers, as ``cca/ops/criss_cross.py``
-does for the real ops, fake implementations and autograd (backward through the ``*_backward`` ops).
+``CCA_CACHE_DIR`` or ``~/.cache/cca``; never shipped) and registers fake implementations and autograd
+(backward through the ``*_backward`` ops, forward mode) with ``cca/ops/_registration.py``, the one path that
+serves the real ``cca`` ops too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 
 from cca import _env
-from cca.ops import criss_cross
+from cca.ops import _registration, reference
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 SOURCE = CSRC / "testing" / "emulated_ops.cpp"
@@ -65,36 +66,9 @@ def load() -> object:
                 is_python_module=False,
                 verbose=_env.verbose_build(),
             )
-            _register_python_parts()
+            _registration.register(NAMESPACE)  # fake impls + autograd, the one path used for `cca` too
             _loaded.append(True)
     return getattr(torch.ops, NAMESPACE)
-
-
-def _make_backward(name: str):
-    def backward(ctx, grad: Tensor):
-        first, second = ctx.saved_tensors
-        grad_first, grad_second = getattr(getattr(torch.ops, NAMESPACE), name)(grad, first, second)
-        need_first, need_second = ctx.needs_input_grad
-        return (grad_first if need_first else None, grad_second if need_second else None)
-
-    return backward
-
-
-def _register_python_parts() -> None:
-    """Fake impls and autograd of the emulated ops, as ``criss_cross._register_python_parts`` does for ``cca``."""
-    for dim in DIMS:
-        prefix = f"{NAMESPACE}::"
-        torch.library.register_fake(f"{prefix}ca_weight_{dim}")(criss_cross._fake_weight)
-        torch.library.register_fake(f"{prefix}ca_map_{dim}")(criss_cross._fake_map)
-        torch.library.register_fake(f"{prefix}ca_weight_{dim}_backward")(criss_cross._fake_backward)
-        torch.library.register_fake(f"{prefix}ca_map_{dim}_backward")(criss_cross._fake_backward)
-        for op in (f"ca_weight_{dim}", f"ca_map_{dim}"):
-            torch.library.register_autograd(
-                f"{prefix}{op}", _make_backward(f"{op}_backward"), setup_context=criss_cross._setup_context
-            )
-            torch.library.register_autograd(
-                f"{prefix}{op}_backward", criss_cross._no_double_backward, setup_context=criss_cross._setup_nothing
-            )
 
 
 @contextlib.contextmanager
@@ -114,7 +88,7 @@ def attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     ops = load()
     dim = "2d" if query.dim() == 4 else "3d"
     energy = getattr(ops, f"ca_weight_{dim}")(query, key)
-    return getattr(ops, f"ca_map_{dim}")(criss_cross._softmax(energy), value)
+    return getattr(ops, f"ca_map_{dim}")(reference.position_softmax(energy), value)
 
 
 def ca_weight(query: Tensor, key: Tensor) -> Tensor:
