@@ -8,8 +8,9 @@
 // image column against its dense column matrix col[x, j, y] = weight of partner (j, x) for pixel
 // (y, x), zero on the diagonal j == y (the row part covers the pixel itself: counted once). The slot
 // planes are converted to and from these matrices with the index math of criss_cross.h (cross_slot).
-// One parallel region per part (the columns split evenly over the threads), so batch 1 keeps every
-// core busy without a barrier per chunk.
+// Every op is one parallel region over channel chunks (each thread runs its chunks start to end,
+// with its own buffers and, for the energies, its own accumulators), so batch 1 keeps both cores busy
+// without a barrier per step.
 // The zero diagonal must not multiply a non-finite value (0 * inf = NaN where the brute force gives
 // inf): every packed block is checked for non-finite values, and where one is found the
 // affected entries of the column part are recomputed without the diagonal term (the slot is masked).
@@ -20,6 +21,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 #include <cmath>
 #include <type_traits>
@@ -39,6 +41,7 @@ void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const in
 void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k, const double* alpha,
             const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
             const int* ldc);
+int MKL_Set_Num_Threads_Local(int threads);  // the C interface (lower case is Fortran)
 }
 #endif
 
@@ -46,10 +49,11 @@ namespace cca {
 namespace cpu2d {
 namespace {
 
-// The column part takes the channels kChannels at a time: a chunk is transposed plane by plane
+// Both parts take the channels kChannels at a time (small tasks balance two busy cores): a chunk is
+// transposed plane by plane
 // (each 97x97 plane is cache-resident while it is transposed, so every cache line of the input and
 // output is read and written once) into a (kChannels, W, H) buffer, ~2.4 MB at 97x97 float32.
-constexpr int64_t kChannels = 64;
+constexpr int64_t kChannels = 32;
 constexpr int64_t kTile = 16;  // square tiles of the plane transposes
 
 // Row-major C (M x N, ldc) = op(A) (M x K) op(B) (K x N) + beta C. A is stored (M x K, lda), or
@@ -156,37 +160,27 @@ void transpose_planes(const T* src, T* dst, int64_t begin, int64_t end, int64_t 
   }
 }
 
-// Channels [0, cs) of src (C, H, W) transposed into dst (cs, W, H), planes split over the threads.
+// Dense column matrices <-> the column slots of w (L, H, W) for partner row j:
+// col[x, j, y] = w[cross_slot(kCol, j, y), y, x] for y != j and col[x, j, j] = 0 (to_dense); the
+// reverse writes the slots and drops the diagonal. The slot rows are read/written contiguously.
 template <typename T>
-void transpose_chunk(const T* src, T* dst, int64_t cs, int64_t H, int64_t W) {
-  at::parallel_for(0, cs, 1, [&](int64_t begin, int64_t end) { transpose_planes(src, dst, begin, end, H, W); });
-}
-
-// Dense column matrices <-> the column slots of w (L, H, W): col[x, j, y] = w[cross_slot(kCol, j, y), y, x]
-// for j != y and col[x, j, j] = 0 (to_dense); the reverse writes the slots and drops the diagonal.
-// One task per partner row j: the slot rows are read/written contiguously along x.
-template <typename T>
-void convert_columns(T* w, T* col, int64_t H, int64_t W, bool to_dense) {
+void convert_columns(T* w, T* col, int64_t j, int64_t H, int64_t W, bool to_dense) {
   const int64_t plane = H * W;
-  at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) {
-      for (int64_t y = 0; y < H; ++y) {
-        T* dense = col + j * H + y;  // + x * H * H
-        if (y == j) {
-          if (to_dense) {
-            for (int64_t x = 0; x < W; ++x) dense[x * H * H] = T(0);
-          }
-          continue;
-        }
-        T* slot = w + cross_slot(kCol, j, y, H, W) * plane + y * W;
-        if (to_dense) {
-          for (int64_t x = 0; x < W; ++x) dense[x * H * H] = slot[x];
-        } else {
-          for (int64_t x = 0; x < W; ++x) slot[x] = dense[x * H * H];
-        }
+  for (int64_t y = 0; y < H; ++y) {
+    T* dense = col + j * H + y;  // + x * H * H
+    if (y == j) {
+      if (to_dense) {
+        for (int64_t x = 0; x < W; ++x) dense[x * H * H] = T(0);
       }
+      continue;
     }
-  });
+    T* slot = w + cross_slot(kCol, j, y, H, W) * plane + y * W;
+    if (to_dense) {
+      for (int64_t x = 0; x < W; ++x) dense[x * H * H] = slot[x];
+    } else {
+      for (int64_t x = 0; x < W; ++x) slot[x] = dense[x * H * H];
+    }
+  }
 }
 
 // Recompute, for every non-finite transposed input in[c, x, k], the column-part entry that multiplied
@@ -217,93 +211,133 @@ void mask_diagonal(const T* in, const T* col, T* out, int64_t cs, int64_t H, int
 // Row matrices <-> the row slots of w (L, H, W): row[y, i, x] = w[i, y, x] (to_dense), or the reverse.
 // Contiguous (W, W) matrices per image row keep the GEMM operands on a few pages.
 template <typename T>
-void convert_rows(T* w, T* row, int64_t H, int64_t W, bool to_dense) {
+void convert_rows(T* w, T* row, int64_t y, int64_t H, int64_t W, bool to_dense) {
   const int64_t plane = H * W;
+  for (int64_t i = 0; i < W; ++i) {
+    T* dense = row + (y * W + i) * W;
+    T* slot = w + i * plane + y * W;
+    if (to_dense) {
+      std::copy(slot, slot + W, dense);
+    } else {
+      std::copy(dense, dense + W, slot);
+    }
+  }
+}
+
+// Dense row and column matrices <-> the slots of w, one task per image row / partner row.
+template <typename T>
+void convert(T* w, T* row, T* col, int64_t H, int64_t W, bool to_dense) {
   at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t y = begin; y < end; ++y) {
-      for (int64_t i = 0; i < W; ++i) {
-        T* dense = row + (y * W + i) * W;
-        T* slot = w + i * plane + y * W;
-        if (to_dense) {
-          std::copy(slot, slot + W, dense);
-        } else {
-          std::copy(dense, dense + W, slot);
-        }
+      convert_rows(w, row, y, H, W, to_dense);
+      if (H > 1) {
+        convert_columns(w, col, y, H, W, to_dense);
       }
     }
   });
 }
 
-// weight(a, b) for one sample: a, b (C, H, W), w (L, H, W). Channels kChannels at a time:
+// BLAS calls of this thread run single-threaded while alive (the caller already runs one task per
+// core; MKL would otherwise start its own threads inside every call).
+struct SequentialBlas {
+#if AT_MKL_ENABLED()
+  const int previous = MKL_Set_Num_Threads_Local(1);
+  ~SequentialBlas() { MKL_Set_Num_Threads_Local(previous); }
+#endif
+};
+
+// Channel chunks [0, C) in kChannels pieces, handed out dynamically (an atomic counter) to at most
+// `threads` workers in one parallel region, each running fn(c0, cs, worker) with its own buffers: no
+// barrier per step, and a worker whose core is shared with another job simply takes fewer chunks.
+template <typename F>
+void for_channel_chunks(int64_t C, int64_t threads, const F& fn) {
+  const int64_t chunks = (C + kChannels - 1) / kChannels;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    const SequentialBlas sequential;
+    for (int64_t worker = begin; worker < end; ++worker) {
+      for (int64_t k = next++; k < chunks; k = next++) {
+        fn(k * kChannels, std::min(kChannels, C - k * kChannels), worker);
+      }
+    }
+  });
+}
+
+// Workers for C channels: the threads, at most one per chunk.
+inline int64_t workers(int64_t C) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (C + kChannels - 1) / kChannels));
+}
+
+// weight(a, b) for one sample: a, b (C, H, W), w (L, H, W). Each thread sums its channel chunks
 //   row[y, i, x] += sum_c b[c, y, i] a[c, y, x]        (one GEMM per image row y)
 //   col[x, j, y] += sum_c b[c, j, x] a[c, y, x]        (one GEMM per image column x, transposed chunk)
+// into its own accumulators; they are added and converted to slots at the end.
 template <typename T>
 void weight_sample(const T* a, const T* b, T* w, int64_t C, int64_t H, int64_t W) {
   const int64_t P = H * W, chunk = std::min(C, kChannels);
-  std::vector<T> row(H * W * W), col(H > 1 ? W * H * H : 0), aT(H > 1 ? chunk * P : 0), bT(aT.size());
-  for (int64_t c0 = 0; c0 < C; c0 += kChannels) {
-    const int64_t cs = std::min(kChannels, C - c0);
-    const T beta = c0 == 0 ? T(0) : T(1);
+  const int64_t threads = workers(C);
+  const int64_t row_size = H * W * W, col_size = H > 1 ? W * H * H : 0;
+  std::vector<T> acc(threads * (row_size + col_size), T(0));
+  std::vector<T> buffers(threads * (H > 1 ? 2 * chunk * P : 0));
+  for_channel_chunks(C, threads, [&](int64_t c0, int64_t cs, int64_t t) {
+    T* row = acc.data() + t * (row_size + col_size);
+    T* col = row + row_size;
     const T *ac = a + c0 * P, *bc = b + c0 * P;
-    at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t y = begin; y < end; ++y) {
-        gemm<T>(true, false, W, W, cs, bc + y * W, P, ac + y * W, P, beta, row.data() + y * W * W, W);
-      }
-    });
-    if (H == 1) {
-      continue;
+    for (int64_t y = 0; y < H; ++y) {
+      gemm<T>(true, false, W, W, cs, bc + y * W, P, ac + y * W, P, T(1), row + y * W * W, W);
     }
-    transpose_chunk(ac, aT.data(), cs, H, W);
-    transpose_chunk(bc, bT.data(), cs, H, W);
-    at::parallel_for(0, W, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t x = begin; x < end; ++x) {
-        gemm<T>(true, false, H, H, cs, bT.data() + x * H, P, aT.data() + x * H, P, beta, col.data() + x * H * H, H);
-      }
+    if (H == 1) {
+      return;
+    }
+    T* aT = buffers.data() + t * 2 * chunk * P;
+    T* bT = aT + chunk * P;
+    transpose_planes(ac, aT, 0, cs, H, W);
+    transpose_planes(bc, bT, 0, cs, H, W);
+    for (int64_t x = 0; x < W; ++x) {
+      gemm<T>(true, false, H, H, cs, bT + x * H, P, aT + x * H, P, T(1), col + x * H * H, H);
+    }
+  });
+  for (int64_t t = 1; t < threads; ++t) {  // sum the threads' accumulators into the first
+    const T* other = acc.data() + t * (row_size + col_size);
+    at::parallel_for(0, row_size + col_size, 65536, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) acc[i] += other[i];
     });
   }
-  convert_rows(w, row.data(), H, W, false);
-  if (H > 1) {
-    convert_columns(w, col.data(), H, W, false);
-  }
+  convert(w, acc.data(), acc.data() + row_size, H, W, false);
 }
 
-// apply(w, v, transpose) for one sample: w (L, H, W), v and out (C, H, W). Channels kChannels at a
-// time: the column part first (transposed chunk, one GEMM per image column x), written into out,
+// apply(w, v, transpose) for one sample: w (L, H, W), v and out (C, H, W). Each thread takes its
+// channel chunks: the column part first (transposed chunk, one GEMM per image column x), written
+// into out,
 //   out[c, y, x] = sum_j v[c, j, x] col[x, j, y]     (transposed: col[x, y, j])
 // then the row part accumulated onto it while the chunk is still in cache (one GEMM per image row y)
 //   out[c, y, x] += sum_i v[c, y, i] row[y, i, x]    (transposed: row[y, x, i]).
 template <typename T>
 void apply_sample(const T* w, const T* v, T* out, int64_t C, int64_t H, int64_t W, bool transpose) {
   const int64_t P = H * W, chunk = std::min(C, kChannels);
-  std::vector<T> row(H * W * W), col(H > 1 ? W * H * H : 0), vT(H > 1 ? chunk * P : 0), outT(vT.size());
-  convert_rows(const_cast<T*>(w), row.data(), H, W, true);
-  if (H > 1) {
-    convert_columns(const_cast<T*>(w), col.data(), H, W, true);
-  }
-  for (int64_t c0 = 0; c0 < C; c0 += kChannels) {
-    const int64_t cs = std::min(kChannels, C - c0);
+  const int64_t threads = workers(C);
+  std::vector<T> row(H * W * W), col(H > 1 ? W * H * H : 0), buffers(threads * (H > 1 ? 2 * chunk * P : 0));
+  convert(const_cast<T*>(w), row.data(), col.data(), H, W, true);
+  for_channel_chunks(C, threads, [&](int64_t c0, int64_t cs, int64_t t) {
     const T* vc = v + c0 * P;
     T* oc = out + c0 * P;
     if (H > 1) {
-      transpose_chunk(vc, vT.data(), cs, H, W);
-      at::parallel_for(0, W, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t x = begin; x < end; ++x) {
-          gemm<T>(false, transpose, cs, H, H, vT.data() + x * H, P, col.data() + x * H * H, H, T(0),
-                  outT.data() + x * H, P);
-        }
-      });
-      if (!all_finite(vT.data(), cs * P)) {
-        mask_diagonal(vT.data(), col.data(), outT.data(), cs, H, W, transpose);
+      T* vT = buffers.data() + t * 2 * chunk * P;
+      T* outT = vT + chunk * P;
+      transpose_planes(vc, vT, 0, cs, H, W);
+      for (int64_t x = 0; x < W; ++x) {
+        gemm<T>(false, transpose, cs, H, H, vT + x * H, P, col.data() + x * H * H, H, T(0), outT + x * H, P);
       }
-      transpose_chunk(outT.data(), oc, cs, W, H);  // (W, H) planes back to (H, W)
+      if (!all_finite(vT, cs * P)) {
+        mask_diagonal(vT, col.data(), outT, cs, H, W, transpose);
+      }
+      transpose_planes(outT, oc, 0, cs, W, H);  // (W, H) planes back to (H, W)
     }
     const T beta = H > 1 ? T(1) : T(0);
-    at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t y = begin; y < end; ++y) {
-        gemm<T>(false, transpose, cs, W, W, vc + y * W, P, row.data() + y * W * W, W, beta, oc + y * W, P);
-      }
-    });
-  }
+    for (int64_t y = 0; y < H; ++y) {
+      gemm<T>(false, transpose, cs, W, W, vc + y * W, P, row.data() + y * W * W, W, beta, oc + y * W, P);
+    }
+  });
 }
 
 }  // namespace

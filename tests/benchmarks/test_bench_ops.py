@@ -3,7 +3,7 @@
 Cases: the paper's setting (query/key ``1x64x97x97``, value ``1x512x97x97``: a 769x769 crop at output
 stride 8, C' = C/8) in float32 and float64, and a map twice as large per side (``194x194``) in
 float32. Each (case, pass) is one test that times the three implementations **interleaved in one
-process** (ours, einsum, reference, ours, ...) for ``rounds`` rounds after a warm-up call of each, and
+process** (ours, einsum, reference, ours, ...) for ``rounds`` rounds after a checked warm-up call of each, and
 reports the median of the per-round ratios with their min-max spread: a noisy, shared machine slows
 every implementation of a round alike. Every implementation's result (and gradients) is checked
 against a float64 reference; the forward+backward tests also record each implementation's peak
@@ -33,7 +33,7 @@ from cca.ops import reference
 
 # name: (query shape, value shape, dtype, timed rounds)
 CASES = {
-    "paper float32": ((1, 64, 97, 97), (1, 512, 97, 97), torch.float32, 7),
+    "paper float32": ((1, 64, 97, 97), (1, 512, 97, 97), torch.float32, 5),
     "paper float64": ((1, 64, 97, 97), (1, 512, 97, 97), torch.float64, 3),
     "2x map float32": ((1, 64, 194, 194), (1, 512, 194, 194), torch.float32, 3),
 }
@@ -165,10 +165,8 @@ def peak_bytes(fn, device: str) -> int:
 
 
 def interleaved_times(calls: dict, rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each of ``calls`` (name -> fn), one warm-up each, then ``rounds`` rounds
-    that call every implementation in turn."""
-    for fn in calls.values():
-        fn()
+    """Seconds per call of each of ``calls`` (name -> fn) in ``rounds`` rounds that call every
+    implementation in turn (the caller has warmed each up)."""
     times = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
@@ -210,7 +208,7 @@ def test_operator(benchmark, extension, case, pass_, device, record_result) -> N
     backward = pass_ == "forward+backward"
     data = _inputs(case, small=benchmark.disabled, device=device)
     calls = {name: (lambda fn=_implementation(name): _call(fn, data, backward, device)) for name in IMPLS}
-    for name, call in calls.items():  # every implementation checked against the float64 reference
+    for name, call in calls.items():  # checked against the float64 reference (also the warm-up call)
         out, grads = call()
         _check(out, data["out64"])
         for grad, expected in zip(grads, data["grads64"] if backward else (), strict=True):
