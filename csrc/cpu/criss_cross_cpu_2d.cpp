@@ -3,11 +3,11 @@
 // Row part: for a fixed image row y every operand is already a BLAS matrix in place (unit stride
 // along x, leading dimension H * W), so the row interactions are H GEMMs on the input, output and
 // slot planes themselves: no copy, no transposed buffer.
-// Column part: along a column the stride is W, so each task packs a few image columns of a chunk of
-// channels into a small transposed buffer (cache-resident, no full-size copy) and runs one GEMM per
-// image column against its dense column matrix col[x, j, y] = weight of partner (j, x) for pixel
-// (y, x), zero on the diagonal j == y (the row part covers the pixel itself: counted once). The slot
-// planes are converted to and from these matrices with the index math of criss_cross.h (cross_slot).
+// Column part: along a column the stride is W, so each chunk of channels is transposed plane by plane
+// into a chunk-sized (cs, W, H) buffer (no full-size copy) and one GEMM per image column x runs
+// against its dense column matrix col[x, j, y] = weight of partner (j, x) for pixel (y, x), zero on
+// the diagonal j == y (the row part covers the pixel itself: counted once). The slot planes are
+// converted to and from the dense row/column matrices with the index math of criss_cross.h.
 // Every op is one parallel region over channel chunks (each thread runs its chunks start to end,
 // with its own buffers and, for the energies, its own accumulators), so batch 1 keeps both cores busy
 // without a barrier per step.
