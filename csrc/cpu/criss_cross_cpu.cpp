@@ -21,6 +21,7 @@
 
 #include "checks.h"
 #include "criss_cross.h"
+#include "criss_cross_cpu_2d.h"
 
 namespace cca {
 namespace {
@@ -263,25 +264,57 @@ std::tuple<at::Tensor, at::Tensor> ca_map_3d_backward_cpu(const at::Tensor& grad
 }
 
 // ------------------------------------------------------------------------------------ 2D ops
+// float32/float64 run the GEMM path of criss_cross_cpu_2d.cpp; other dtypes the volume code above.
 at::Tensor ca_weight_2d_cpu(const at::Tensor& query, const at::Tensor& key) {
-  return ca_weight_3d_cpu(as_volume(query, "query"), as_volume(key, "key")).squeeze(2);
+  const at::NoGradGuard no_grad;
+  const at::Tensor q = as_volume(query, "query"), k = as_volume(key, "key");
+  if (!cpu2d::supports(query)) {
+    return ca_weight_3d_cpu(q, k).squeeze(2);
+  }
+  check_weight_inputs(q, k);
+  check_cpu(query, "query");
+  return cpu2d::weight(query.contiguous(), key.contiguous());
 }
 
 std::tuple<at::Tensor, at::Tensor> ca_weight_2d_backward_cpu(const at::Tensor& grad, const at::Tensor& query,
                                                              const at::Tensor& key) {
-  auto [gq, gk] = ca_weight_3d_backward_cpu(as_volume(grad, "grad"), as_volume(query, "query"), as_volume(key, "key"));
-  return {gq.squeeze(2), gk.squeeze(2)};
+  const at::NoGradGuard no_grad;
+  const at::Tensor g = as_volume(grad, "grad"), q = as_volume(query, "query"), k = as_volume(key, "key");
+  if (!cpu2d::supports(query)) {
+    auto [gq, gk] = ca_weight_3d_backward_cpu(g, q, k);
+    return {gq.squeeze(2), gk.squeeze(2)};
+  }
+  check_weight_inputs(q, k);
+  check_cpu(query, "query");
+  check_weight_grad(g, q);
+  const at::Tensor w = grad.contiguous();
+  return {cpu2d::apply(w, key.contiguous(), false), cpu2d::apply(w, query.contiguous(), true)};
 }
 
 at::Tensor ca_map_2d_cpu(const at::Tensor& attention, const at::Tensor& value) {
-  return ca_map_3d_cpu(as_volume(attention, "attention"), as_volume(value, "value")).squeeze(2);
+  const at::NoGradGuard no_grad;
+  const at::Tensor a = as_volume(attention, "attention"), v = as_volume(value, "value");
+  if (!cpu2d::supports(value)) {
+    return ca_map_3d_cpu(a, v).squeeze(2);
+  }
+  check_map_inputs(a, v);
+  check_cpu(value, "value");
+  return cpu2d::apply(attention.contiguous(), value.contiguous(), false);
 }
 
 std::tuple<at::Tensor, at::Tensor> ca_map_2d_backward_cpu(const at::Tensor& grad, const at::Tensor& attention,
                                                           const at::Tensor& value) {
-  auto [ga, gv] =
-      ca_map_3d_backward_cpu(as_volume(grad, "grad"), as_volume(attention, "attention"), as_volume(value, "value"));
-  return {ga.squeeze(2), gv.squeeze(2)};
+  const at::NoGradGuard no_grad;
+  const at::Tensor g = as_volume(grad, "grad"), a = as_volume(attention, "attention"), v = as_volume(value, "value");
+  if (!cpu2d::supports(value)) {
+    auto [ga, gv] = ca_map_3d_backward_cpu(g, a, v);
+    return {ga.squeeze(2), gv.squeeze(2)};
+  }
+  check_map_inputs(a, v);
+  check_cpu(value, "value");
+  check_grad(g, v, "value");
+  const at::Tensor gc = grad.contiguous();
+  return {cpu2d::weight(gc, value.contiguous()), cpu2d::apply(attention.contiguous(), gc, true)};
 }
 
 }  // namespace

@@ -1,15 +1,27 @@
-"""Criss-cross attention at the paper's setting: ours (compiled kernels) vs the einsum reference.
+"""Criss-cross attention operator: ours (compiled kernels) vs the einsum formulation vs our reference.
 
-Query/key ``1x64x97x97``, value ``1x512x97x97`` (a 769x769 crop at output stride 8, C' = C/8),
-float32. Each benchmark also checks its result against a float64 reference, and the
-forward+backward ones record the peak memory (``extra_info``). Timings:
+Cases: the paper's setting (query/key ``1x64x97x97``, value ``1x512x97x97``: a 769x769 crop at output
+stride 8, C' = C/8) in float32 and float64, and a map twice as large per side (``194x194``) in
+float32. Each (case, pass) is one test that times the three implementations **interleaved in one
+process** (ours, einsum, reference, ours, ...) for ``rounds`` rounds after a checked warm-up call of each, and
+reports the median of the per-round ratios with their min-max spread: a noisy, shared machine slows
+every implementation of a round alike. Every implementation's result (and gradients) is checked
+against a float64 reference; the forward+backward tests also record each implementation's peak
+memory. A session-wide ``torch.mm`` of two 2048x2048 float32 matrices gives the machine's practical
+GEMM rate (measured once per session, in the timed run only), against which the GFLOP/s of each implementation is reported. ::
 
-    pytest --benchmark-only tests/benchmarks            # ratios printed at the end
+    pytest tests/benchmarks --benchmark-only      # timed: results/benchmarks/runs/<time>.json
+    python -m cca.reports.operator                # renders reports/operator.md from those results
 
-The ordinary test run (``--benchmark-disable``) executes each once, as a test.
+The ordinary test run (``--benchmark-disable``) runs one round of each as a test, checked, untimed
+(the float64 and the large case on small maps).
 """
 
 from __future__ import annotations
+
+import functools
+import statistics
+import time
 
 import pytest
 import torch
@@ -19,8 +31,48 @@ from torch.profiler import ProfilerActivity, profile
 import cca
 from cca.ops import reference
 
-QUERY_SHAPE, VALUE_SHAPE = (1, 64, 97, 97), (1, 512, 97, 97)
-SETTING = "q,k 1x64x97x97 v 1x512x97x97 float32"
+# name: (query shape, value shape, dtype, timed rounds)
+CASES = {
+    "paper float32": ((1, 64, 97, 97), (1, 512, 97, 97), torch.float32, 5),
+    "paper float64": ((1, 64, 97, 97), (1, 512, 97, 97), torch.float64, 3),
+    "2x map float32": ((1, 64, 194, 194), (1, 512, 194, 194), torch.float32, 3),
+}
+# --benchmark-disable runs every case once as a test; all but the paper's float32 case on a small map.
+UNTIMED_SHAPES = {
+    "paper float64": ((1, 8, 33, 29), (1, 64, 33, 29)),
+    "2x map float32": ((1, 8, 45, 45), (1, 64, 45, 45)),
+}
+IMPLS = ("extension", "einsum", "reference")
+GEMM_SIZE = 2048
+
+
+def einsum_criss_cross(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """What users write without custom ops (mmcv's and most ports' formulation), ``(N, C, H, W)``:
+    column and row energies by ``einsum``, one softmax over the concatenated H + W slots with the
+    pixel's own column slot masked by -inf (so it is counted once), aggregation by ``einsum``."""
+    height = query.shape[2]
+    energy_col = torch.einsum("ncyx,ncjx->nyxj", query, key)  # (N, H, W, H)
+    self_slot = torch.eye(height, dtype=torch.bool, device=query.device).view(1, height, 1, height)
+    energy_col = energy_col.masked_fill(self_slot, float("-inf"))
+    energy_row = torch.einsum("ncyx,ncyi->nyxi", query, key)  # (N, H, W, W)
+    attention = torch.softmax(torch.cat([energy_col, energy_row], dim=3), dim=3)
+    out = torch.einsum("nyxj,ncjx->ncyx", attention[..., :height], value)
+    return out + torch.einsum("nyxi,ncyi->ncyx", attention[..., height:], value)
+
+
+def _implementation(name: str):
+    if name == "extension":
+        return cca.criss_cross_attention  # the compiled kernels (CCA_BACKEND=extension, see the fixture)
+    if name == "einsum":
+        return einsum_criss_cross
+    return reference.criss_cross_attention_2d
+
+
+def gemm_equivalent_flop(query_shape, value_shape) -> float:
+    """Multiply-adds x 2 of the forward: every pixel's H + W row and column partners, for the
+    energies (C' channels) and the aggregation (C channels); the backward does twice as much."""
+    n, c_qk, h, w = query_shape
+    return 2.0 * n * h * w * (h + w) * (c_qk + value_shape[1])
 
 
 def _sync(device: str) -> None:
@@ -28,58 +80,62 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-def paper_case(request: pytest.FixtureRequest) -> dict:
-    """float32 inputs on the device, plus the float64 reference output and gradients (CPU)."""
+@functools.cache
+def gemm_rate_gflops() -> float:
+    """The practical single-precision GEMM rate of this machine: median of 5 ``torch.mm`` calls."""
+    a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
+    torch.mm(a, b)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2.0 * GEMM_SIZE**3 / statistics.median(times) / 1e9
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request: pytest.FixtureRequest) -> dict:
+    """float64 inputs, the float64 reference output and gradients, and the case's settings."""
+    query_shape, value_shape, dtype, rounds = CASES[request.param]
+    return {"name": request.param, "query_shape": query_shape, "value_shape": value_shape, "dtype": dtype, "rounds": rounds}
+
+
+def _inputs(case: dict, small: bool, device: str) -> dict:
+    query_shape, value_shape = UNTIMED_SHAPES.get(case["name"], (case["query_shape"], case["value_shape"]))
+    if not small:
+        query_shape, value_shape = case["query_shape"], case["value_shape"]
     generator = torch.Generator().manual_seed(97)
-    q, k = (torch.randn(QUERY_SHAPE, generator=generator, dtype=torch.float64) for _ in range(2))
-    v = torch.randn(VALUE_SHAPE, generator=generator, dtype=torch.float64)
-    grad_out = torch.randn(VALUE_SHAPE, generator=generator, dtype=torch.float64)
+    q, k = (torch.randn(query_shape, generator=generator, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(value_shape, generator=generator, dtype=torch.float64)
+    grad_out = torch.randn(value_shape, generator=generator, dtype=torch.float64)
     inputs64 = [t.requires_grad_(True) for t in (q, k, v)]
     out64 = reference.criss_cross_attention_2d(*inputs64)
     grads64 = torch.autograd.grad(out64, inputs64, grad_out)
-    device = request.param
     return {
-        "device": device,
-        "inputs": [t.detach().to(device, torch.float32).requires_grad_(True) for t in inputs64],
-        "grad_out": grad_out.to(device, torch.float32),
+        "query_shape": query_shape,
+        "value_shape": value_shape,
+        "inputs": [t.detach().to(device, case["dtype"]).requires_grad_(True) for t in inputs64],
+        "grad_out": grad_out.to(device, case["dtype"]),
         "out64": out64.detach(),
         "grads64": grads64,
     }
 
 
-def _forward(case: dict):
-    def run():
+def _call(fn, data: dict, backward: bool, device: str):
+    if not backward:
         with torch.no_grad():
-            out = cca.criss_cross_attention(*case["inputs"])
-        _sync(case["device"])
-        return out
-
-    return run
-
-
-def _forward_backward(case: dict):
-    def run():
-        out = cca.criss_cross_attention(*case["inputs"])
-        grads = torch.autograd.grad(out, case["inputs"], case["grad_out"])
-        _sync(case["device"])
-        return out, grads
-
-    return run
+            out = fn(*data["inputs"])
+        _sync(device)
+        return out, ()
+    out = fn(*data["inputs"])
+    grads = torch.autograd.grad(out, data["inputs"], data["grad_out"])
+    _sync(device)
+    return out, grads
 
 
-def saved_tensor_bytes(fn) -> int:
-    """Bytes of the distinct storages autograd saves for backward during ``fn()``."""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        fn()
-    return sum(storages.values())
+def _check(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    scale = max(1.0, expected.abs().max().item())
+    torch.testing.assert_close(actual.double().cpu(), expected, rtol=1e-4, atol=1e-4 * scale)
 
 
 def peak_bytes(fn, device: str) -> int:
@@ -108,32 +164,71 @@ def peak_bytes(fn, device: str) -> int:
     return peak
 
 
-def _check(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    scale = max(1.0, expected.abs().max().item())
-    torch.testing.assert_close(actual.double().cpu(), expected, rtol=1e-4, atol=1e-4 * scale)
+def interleaved_times(calls: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each of ``calls`` (name -> fn) in ``rounds`` rounds that call every
+    implementation in turn (the caller has warmed each up)."""
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
-def _timed(benchmark, fn):
-    if not benchmark.disabled:
-        fn()  # warm-up: first-call allocations, lazy init
-    return benchmark(fn)
+def summarize(times: dict[str, list[float]], flop: float) -> dict[str, dict]:
+    """Per implementation: median/min/max ms, GFLOP/s at the median; for ours, the per-round
+    speed-up over each other implementation (median, min, max)."""
+    out = {}
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        out[name] = {
+            "median_ms": median * 1e3,
+            "min_ms": min(seconds) * 1e3,
+            "max_ms": max(seconds) * 1e3,
+            "gflops": flop / median / 1e9,
+            "rounds": len(seconds),
+        }
+    ours = times["extension"]
+    for other in IMPLS[1:]:
+        ratios = [theirs / mine for theirs, mine in zip(times[other], ours, strict=True)]
+        out["extension"][f"speedup_vs_{other}"] = {
+            "median": statistics.median(ratios),
+            "min": min(ratios),
+            "max": max(ratios),
+        }
+    return out
 
 
-def test_forward(benchmark, backend, paper_case, record_result):
-    benchmark.group = f"criss_cross_attention forward {paper_case['device']} {SETTING}"
-    benchmark.extra_info.update(backend=backend, device=paper_case["device"])
-    out = _timed(benchmark, _forward(paper_case))
-    _check(out, paper_case["out64"])
-    record_result(benchmark.group, backend, benchmark)
-
-
-def test_forward_backward(benchmark, backend, paper_case, record_result):
-    benchmark.group = f"criss_cross_attention forward+backward {paper_case['device']} {SETTING}"
-    run = _forward_backward(paper_case)
-    out, grads = _timed(benchmark, run)
-    _check(out, paper_case["out64"])
-    for grad, expected in zip(grads, paper_case["grads64"], strict=True):
-        _check(grad, expected)
-    memory = {"peak_bytes": peak_bytes(run, paper_case["device"]), "saved_bytes": saved_tensor_bytes(run)}
-    benchmark.extra_info.update(backend=backend, device=paper_case["device"], **memory)
-    record_result(benchmark.group, backend, benchmark, **memory)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("pass_", ["forward", "forward+backward"])
+def test_operator(benchmark, extension, case, pass_, device, record_result) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU visible")
+    backward = pass_ == "forward+backward"
+    data = _inputs(case, small=benchmark.disabled, device=device)
+    calls = {name: (lambda fn=_implementation(name): _call(fn, data, backward, device)) for name in IMPLS}
+    for name, call in calls.items():  # checked against the float64 reference (also the warm-up call)
+        out, grads = call()
+        _check(out, data["out64"])
+        for grad, expected in zip(grads, data["grads64"] if backward else (), strict=True):
+            _check(grad, expected)
+    rounds = 1 if benchmark.disabled else case["rounds"]
+    times = benchmark.pedantic(interleaved_times, args=(calls, rounds), rounds=1, iterations=1)
+    if times is None:  # pytest-benchmark returns nothing when disabled in some versions
+        times = interleaved_times(calls, rounds)
+    flop = gemm_equivalent_flop(data["query_shape"], data["value_shape"]) * (3 if backward else 1)
+    summary = summarize(times, flop)
+    group = f"operator {pass_} {device} {case['name']}"
+    setting = (
+        f"q,k {'x'.join(map(str, data['query_shape']))} v {'x'.join(map(str, data['value_shape']))} "
+        f"{str(case['dtype']).removeprefix('torch.')}"
+    )
+    for name in IMPLS:
+        values = {**summary[name], "setting": setting, "pass": pass_, "device": device}
+        if backward and not benchmark.disabled:
+            values["peak_mib"] = peak_bytes(calls[name], device) / 2**20
+        if name == "extension":
+            values.update(gemm_rate_gflops=None if benchmark.disabled else gemm_rate_gflops(), gemm="torch.mm 2048x2048 float32, median of 5")
+        record_result(group, name, **values)
+    assert summary["extension"]["median_ms"] > 0
