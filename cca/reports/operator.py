@@ -44,7 +44,7 @@ def operator_frame(groups: dict) -> pd.DataFrame:
     """One row per (pass, case): medians, ours' speed-up over einsum and reference (median, min, max),
     GFLOP/s and its share of the GEMM rate, peak memory."""
     rows = []
-    for group, impls in sorted(groups.items()):
+    for _group, impls in sorted(groups.items()):
         ours = impls.get("extension")
         if not ours or "speedup_vs_einsum" not in ours:
             continue

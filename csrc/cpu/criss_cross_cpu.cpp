@@ -21,7 +21,6 @@
 
 #include "checks.h"
 #include "criss_cross.h"
-#include "criss_cross_cpu_2d.h"
 
 namespace cca {
 namespace {
@@ -143,27 +142,33 @@ void assemble(const Lines& e, scalar_t* w, const Dims& d) {
 }
 
 // Line matrices <- slot layout; entry [own, partner] is the weight of slot cross_slot(partner)
-// of the pixel at `own`, and 0 on the diagonal of the column/time matrices (u counted once).
+// of the pixel at `own`. u lies on every line but has one weight (slot x): it is shared between
+// the lines in exact binary fractions (row 1/2, column/time 1/2, or 1/4 each with both), never
+// written as 0, since 0 x inf would turn an infinite value at u into NaN.
 template <typename scalar_t>
 void disassemble(const scalar_t* w, const Lines& a, const Dims& d) {
   const int64_t T = d.T, H = d.H, W = d.W, L = d.L, plane = T * H * W;
   scalar_t* lines[3] = {a.row.data_ptr<scalar_t>(), a.col.defined() ? a.col.data_ptr<scalar_t>() : nullptr,
                         a.tim.defined() ? a.tim.data_ptr<scalar_t>() : nullptr};
   const int64_t sizes[3] = {W, H, T};
+  const int n_lines = 1 + (lines[kCol] != nullptr) + (lines[kTime] != nullptr);
+  const scalar_t share[3] = {scalar_t(n_lines == 1 ? 1.0 : 0.5), scalar_t(n_lines == 3 ? 0.25 : 0.5),
+                             scalar_t(n_lines == 3 ? 0.25 : 0.5)};
   at::parallel_for(0, d.N * T * H, grain(W * L), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {  // r = (n * T + t) * H + y
       const int64_t y = r % H, t = (r / H) % T, n = r / (H * T);
       const scalar_t* in = w + n * L * plane + (t * H + y) * W;
       for (int64_t x = 0; x < W; ++x) {
         const int64_t own[3] = {x, y, t};
+        const scalar_t self = in[x * plane + x];  // slot x: u itself
         for (int axis : {kRow, kCol, kTime}) {
           if (lines[axis] == nullptr) {
             continue;
           }
           scalar_t* line = lines[axis] + line_offset(axis, 0, n, t, y, x, d);
           for (int64_t c = 0; c < sizes[axis]; ++c) {
-            line[c] = (axis != kRow && c == own[axis]) ? scalar_t(0)
-                                                       : in[cross_slot(axis, c, own[axis], H, W) * plane + x];
+            line[c] = c == own[axis] ? scalar_t(self * share[axis])
+                                     : in[cross_slot(axis, c, own[axis], H, W) * plane + x];
           }
         }
       }
@@ -264,57 +269,25 @@ std::tuple<at::Tensor, at::Tensor> ca_map_3d_backward_cpu(const at::Tensor& grad
 }
 
 // ------------------------------------------------------------------------------------ 2D ops
-// float32/float64 run the GEMM path of criss_cross_cpu_2d.cpp; other dtypes the volume code above.
 at::Tensor ca_weight_2d_cpu(const at::Tensor& query, const at::Tensor& key) {
-  const at::NoGradGuard no_grad;
-  const at::Tensor q = as_volume(query, "query"), k = as_volume(key, "key");
-  if (!cpu2d::supports(query)) {
-    return ca_weight_3d_cpu(q, k).squeeze(2);
-  }
-  check_weight_inputs(q, k);
-  check_cpu(query, "query");
-  return cpu2d::weight(query.contiguous(), key.contiguous());
+  return ca_weight_3d_cpu(as_volume(query, "query"), as_volume(key, "key")).squeeze(2);
 }
 
 std::tuple<at::Tensor, at::Tensor> ca_weight_2d_backward_cpu(const at::Tensor& grad, const at::Tensor& query,
                                                              const at::Tensor& key) {
-  const at::NoGradGuard no_grad;
-  const at::Tensor g = as_volume(grad, "grad"), q = as_volume(query, "query"), k = as_volume(key, "key");
-  if (!cpu2d::supports(query)) {
-    auto [gq, gk] = ca_weight_3d_backward_cpu(g, q, k);
-    return {gq.squeeze(2), gk.squeeze(2)};
-  }
-  check_weight_inputs(q, k);
-  check_cpu(query, "query");
-  check_weight_grad(g, q);
-  const at::Tensor w = grad.contiguous();
-  return {cpu2d::apply(w, key.contiguous(), false), cpu2d::apply(w, query.contiguous(), true)};
+  auto [gq, gk] = ca_weight_3d_backward_cpu(as_volume(grad, "grad"), as_volume(query, "query"), as_volume(key, "key"));
+  return {gq.squeeze(2), gk.squeeze(2)};
 }
 
 at::Tensor ca_map_2d_cpu(const at::Tensor& attention, const at::Tensor& value) {
-  const at::NoGradGuard no_grad;
-  const at::Tensor a = as_volume(attention, "attention"), v = as_volume(value, "value");
-  if (!cpu2d::supports(value)) {
-    return ca_map_3d_cpu(a, v).squeeze(2);
-  }
-  check_map_inputs(a, v);
-  check_cpu(value, "value");
-  return cpu2d::apply(attention.contiguous(), value.contiguous(), false);
+  return ca_map_3d_cpu(as_volume(attention, "attention"), as_volume(value, "value")).squeeze(2);
 }
 
 std::tuple<at::Tensor, at::Tensor> ca_map_2d_backward_cpu(const at::Tensor& grad, const at::Tensor& attention,
                                                           const at::Tensor& value) {
-  const at::NoGradGuard no_grad;
-  const at::Tensor g = as_volume(grad, "grad"), a = as_volume(attention, "attention"), v = as_volume(value, "value");
-  if (!cpu2d::supports(value)) {
-    auto [ga, gv] = ca_map_3d_backward_cpu(g, a, v);
-    return {ga.squeeze(2), gv.squeeze(2)};
-  }
-  check_map_inputs(a, v);
-  check_cpu(value, "value");
-  check_grad(g, v, "value");
-  const at::Tensor gc = grad.contiguous();
-  return {cpu2d::weight(gc, value.contiguous()), cpu2d::apply(attention.contiguous(), gc, true)};
+  auto [ga, gv] =
+      ca_map_3d_backward_cpu(as_volume(grad, "grad"), as_volume(attention, "attention"), as_volume(value, "value"));
+  return {ga.squeeze(2), gv.squeeze(2)};
 }
 
 }  // namespace

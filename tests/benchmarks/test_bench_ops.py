@@ -207,8 +207,8 @@ def test_operator(benchmark, extension, case, pass_, device, record_result) -> N
         pytest.skip("no CUDA GPU visible")
     backward = pass_ == "forward+backward"
     data = _inputs(case, small=benchmark.disabled, device=device)
-    calls = {name: (lambda fn=_implementation(name): _call(fn, data, backward, device)) for name in IMPLS}
-    for name, call in calls.items():  # checked against the float64 reference (also the warm-up call)
+    calls = {name: functools.partial(_call, _implementation(name), data, backward, device) for name in IMPLS}
+    for call in calls.values():  # checked against the float64 reference (also the warm-up call)
         out, grads = call()
         _check(out, data["out64"])
         for grad, expected in zip(grads, data["grads64"] if backward else (), strict=True):
