@@ -21,7 +21,7 @@ from cca.reports.render import Report, write_report
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "results" / "benchmarks" / "runs"
 MODULES = ("rcca_r1", "rcca_r2", "nonlocal")  # impl names recorded by tests/benchmarks/test_bench_modules.py
-REGENERATE = "pytest tests/benchmarks --benchmark-only && python -m cca.reports.operator"
+REGENERATE = "nox -s bench && nox -s report"
 TARGET_SPEEDUP = 1.5  # issue 15: forward and forward+backward at least 1.5x the einsum formulation
 
 
