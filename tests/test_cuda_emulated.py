@@ -255,3 +255,23 @@ def test_a_barrier_is_refused_not_run_wrong(emulated):
     """Threads run to completion one after another, so ``__syncthreads()`` cannot be honoured: it raises."""
     with pytest.raises(RuntimeError, match=r"__syncthreads\(\) is not modelled"):
         emulated.launch_barrier_kernel()
+
+
+# ---------------------------------------------------------------- infinite values (issue 12, item 4)
+@pytest.mark.parametrize("case", ["2d", "2d-W1", "3d"])
+def test_infinite_value_matches_brute_force(emulated, make_tensor, case):
+    """inf in ``value`` through the CUDA kernels' aggregation: inf (or NaN for inf - inf) exactly where
+    the sum over the criss-cross set has it, never NaN from ``0 x inf`` at the pixel itself."""
+    from test_ops_reference import INF_CASES, _with_infinities, brute_force
+
+    n, cq, c, t, h, w = INF_CASES[case]
+    q, k = make_tensor((n, cq, t, h, w)), make_tensor((n, cq, t, h, w))
+    v = _with_infinities(make_tensor((n, c, t, h, w)), torch.Generator().manual_seed(7))
+    *_, attention, _ = brute_force(q, k, v)
+    *_, expected = brute_force(q, k, v, attention)
+    assert torch.isinf(expected).any()
+    if t == 1:
+        out = emulated.ca_map_2d(attention.squeeze(2), v.squeeze(2)).unsqueeze(2)
+    else:
+        out = emulated.ca_map_3d(attention, v)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
