@@ -82,7 +82,10 @@ def checkpoint_figure(checkpoint: Path) -> tuple[Path, str]:
     h, w = image.shape[-2:]
     pixels = [(h // 2, w // 2), (h // 4, w // 4), (3 * h // 4, 3 * w // 4)]
     result = attention_maps(model.eval(), image, pixels)
-    out = REPORTS / f"attention_{checkpoint.parent.parent.name}_{checkpoint.parent.name}.png"
+    table_dir = checkpoint.parent.parent  # runs/tableNN/<scale>/<row>/last.pt
+    if table_dir.name in ("smoke", "full"):
+        table_dir = table_dir.parent
+    out = REPORTS / f"attention_{table_dir.name}_{checkpoint.parent.name}.png"
     plot_attention(image, result, out, title=f"{cfg.name}: {cfg.model} R={cfg.recurrence}, {cfg.backbone} "
                    f"({'synthetic ' if cfg.synthetic else ''}{cfg.dataset}, iteration {state.get('iteration')})")
     return out, f"{cfg.name} ({cfg.model}, R={cfg.recurrence}, {cfg.backbone}, {'synthetic ' if cfg.synthetic else ''}{cfg.dataset})"
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from cca.reports.provenance import provenance, stamp
 
     model, settings = longrange_model(seed=0)
-    data = LongRangeDataset(settings.num_val, settings.task(), seed=999_999)
+    data = LongRangeDataset(settings.num_val, settings.make_task(), seed=999_999)
     count = min(args.samples, len(data))
     shares = cue_shares(model, data, count)
     last = f"R={len(shares)}"
