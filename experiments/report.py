@@ -49,6 +49,16 @@ def _rows_line(table: Table, results: Mapping[str, Mapping[str, Any]], ran: Sequ
     return "Rows: " + "; ".join(parts) + "."
 
 
+def _holds_full_scale(csv_path: Path) -> bool:
+    """Whether a table report's CSV has results of ours at full scale."""
+    if not csv_path.is_file():
+        return False
+    import pandas as pd
+
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    return "scale" in frame.columns and bool(((frame["scale"] == "full") & (frame["ours"] != "")).any())
+
+
 def write_table_report(
     table: Table, results: Mapping[str, Mapping[str, Any]], options: Options, ran: Sequence[str] = (), failed: Sequence[str] = ()
 ) -> Path:
@@ -59,6 +69,11 @@ def write_table_report(
 
     reports = Path(options.reports_dir)
     scale = options.scale
+    if scale != "full" and _holds_full_scale(reports / f"table{table.number}.csv"):
+        # never replace a full-scale report by a smoke one: the smoke report goes beside it
+        print(f"[table {table.number}] reports/table{table.number}.md holds full-scale results: kept; "
+              f"this {scale} report goes to {reports / scale}/")
+        reports = reports / scale
     paper = tables.load_paper_table(table.paper_csv)
     ours = _ours(results)
     regenerate = f"nox -s reproduce_table{table.number}" + ("" if scale == "smoke" else " -- --scale full --data-root PATH ...")
@@ -123,7 +138,8 @@ def write_table_report(
         notes=notes,
         sections=sections,
     )
-    atomic_write_text(reports / "README.md", index.build_index(reports, spec.PAPER_DIR))
+    index_dir = Path(options.reports_dir)
+    atomic_write_text(index_dir / "README.md", index.build_index(index_dir, spec.PAPER_DIR))
     print(f"[table {table.number}] wrote {md} and {md.with_suffix('.csv')} ({scale} scale)")
     return md
 

@@ -379,3 +379,25 @@ def test_longrange_variants_train_and_the_stem_cannot_reach_the_cue():
     assert longrange.build_model(small, "r2").context.cca.gamma.item() == small.gamma_init
     with pytest.raises(ValueError, match="receptive-field radius"):
         longrange.build_model(dataclasses.replace(small, stem_convs=small.margin), "r0")
+
+
+@pytest.mark.slow
+def test_smoke_run_never_replaces_a_full_scale_report(tmp_path, monkeypatch):
+    """`reproduce_all` at smoke scale must not overwrite table 5's full-scale report: the smoke report
+    goes to reports/smoke/ and reports/table5.md (+ .csv) stay byte for byte."""
+    monkeypatch.setenv("CCA_BACKEND", "reference")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    full = pd.DataFrame(
+        [{c: "" for c in ("row", "method", "metric", "paper", "confidence", "source", "diff", "status", "hardware", "commit", "command")}
+         | {"ours_row": "baseline", "ours": "0.0", "scale": "full", "dataset": "no data (module alone)"}]
+    )
+    full_csv = full.to_csv(index=False)
+    (reports / "table5.csv").write_text(full_csv)
+    (reports / "table5.md").write_text("# Table 5 (full scale)\n")
+    argv = ["5", "--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(reports), "--rows", "baseline", "rcca_r2"]
+    assert run.main([*argv, "--set", *SMALL[5]]) == 0
+    assert (reports / "table5.csv").read_text() == full_csv
+    assert (reports / "table5.md").read_text() == "# Table 5 (full scale)\n"
+    smoke = (reports / "smoke" / "table5.md").read_text()
+    assert "Smoke scale" in smoke and (reports / "README.md").is_file()
