@@ -30,7 +30,8 @@ __all__ = ["CLAIM_COLUMNS", "VERDICTS", "build_claims", "read_claim_csvs", "writ
 
 # --------------------------------------------------------------------------- assembling the page
 def read_claim_csvs(reports_dir: str | Path) -> pd.DataFrame:
-    """Every ``reports/claims/*.csv`` (columns :data:`CLAIM_COLUMNS`); bad files raise naming the file."""
+    """Every ``reports/claims/*.csv`` (columns :data:`CLAIM_COLUMNS`; ``report`` is a path relative to
+    ``reports/``, as claims.md links it); bad files raise naming the file."""
     frames = []
     for path in sorted((Path(reports_dir) / "claims").glob("*.csv")):
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -40,8 +41,6 @@ def read_claim_csvs(reports_dir: str | Path) -> pd.DataFrame:
         bad = sorted(set(frame["verdict"]) - set(VERDICTS))
         if bad:
             raise ValueError(f"{path}: verdict must be one of {VERDICTS}, got {bad}")
-        # a report is linked from reports/claims.md: its path is relative to reports/
-        frame["report"] = [r.removeprefix("reports/") for r in frame["report"]]
         frames.append(frame[list(CLAIM_COLUMNS)].assign(source=path.name))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*CLAIM_COLUMNS, "source"])
 

@@ -10,13 +10,14 @@ import pandas as pd
 from experiments.mechanisms import common
 from experiments.mechanisms.settings import MechanismSettings, Variant, paper_quote, paper_setting, paper_value
 from experiments.mechanisms.stats import (
+    claim,
     difference_interval,
     fisher_exact_p,
     mean_std,
+    publish,
     runs_frame,
     succeeded,
     summarise,
-    write_claims,
 )
 
 NAME = "mechanism_ccl"
@@ -190,7 +191,7 @@ def write(
     settings: MechanismSettings, variants: dict[str, Variant], results: list[dict[str, Any]], reports: Path
 ) -> Path:
     from experiments.mechanisms.ccl_stability import SUCCESS_MIOU_PCT as threshold  # noqa: I001
-    from cca.reports.render import Report, write_report
+    from cca.reports.render import Report
 
     names = list(variants)
     labels = {n: v.label for n, v in variants.items()}
@@ -299,32 +300,26 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
         sections=[("Why a CCL run fails: what the runs show", found)],
         figures=[("val mIoU per variant and seed", png.name)],
     )
-    path = write_report(
-        report, reports / f"{NAME}.md", {reports / f"{NAME}.csv": summary, reports / f"{NAME}_runs.csv": per_run}
-    )
     rows = [
-        {
-            "claim_id": "ccl_piecewise_reliable",
-            "claim": "the CCL with the piecewise distance trains successfully more often than with the quadratic one",
-            "paper": f"{piece_paper['value']} vs {quad_paper['value']}",
-            "ours": f"{wins['ccl_piecewise'][0]}/{wins['ccl_piecewise'][1]} vs {wins['ccl_quadratic'][0]}/{wins['ccl_quadratic'][1]} (Fisher p={p_form:.2f})",
-            "report": f"reports/{NAME}.md",
-            "scale": "cpu-mechanism",
-            "hardware": prov["hardware"],
-            "verdict": form_verdict,
-            "command": command,
-        },
-        {
-            "claim_id": "ccl_helps",
-            "claim": "the category consistent loss improves mIoU",
-            "paper": gain_paper,
-            "ours": f"{gain:+.1f} mIoU [{gain_lo:+.1f}, {gain_hi:+.1f}] (interval far wider than the paper's gain)",
-            "report": f"reports/{NAME}.md",
-            "scale": "cpu-mechanism",
-            "hardware": prov["hardware"],
-            "verdict": "holds" if gain_lo > 0 else ("does not hold" if gain_hi < 0 else "not testable here"),
-            "command": command,
-        },
+        claim(
+            "ccl_piecewise_reliable",
+            "the CCL with the piecewise distance trains successfully more often than with the quadratic one",
+            f"{piece_paper['value']} vs {quad_paper['value']}",
+            f"{wins['ccl_piecewise'][0]}/{wins['ccl_piecewise'][1]} vs {wins['ccl_quadratic'][0]}/{wins['ccl_quadratic'][1]} (Fisher p={p_form:.2f})",
+            NAME,
+            prov,
+            form_verdict,
+            command,
+        ),
+        claim(
+            "ccl_helps",
+            "the category consistent loss improves mIoU",
+            gain_paper,
+            f"{gain:+.1f} mIoU [{gain_lo:+.1f}, {gain_hi:+.1f}] (interval far wider than the paper's gain)",
+            NAME,
+            prov,
+            "holds" if gain_lo > 0 else ("does not hold" if gain_hi < 0 else "not testable here"),
+            command,
+        ),
     ]
-    write_claims(reports / "claims" / f"{NAME}.csv", rows)
-    return path
+    return publish(report, reports, NAME, summary, per_run, rows)

@@ -9,7 +9,15 @@ import pandas as pd
 
 from experiments.mechanisms import common
 from experiments.mechanisms.settings import MechanismSettings, Variant, paper_quote
-from experiments.mechanisms.stats import difference_interval, mean_std, runs_frame, summarise, t_interval, write_claims
+from experiments.mechanisms.stats import (
+    claim,
+    difference_interval,
+    mean_std,
+    publish,
+    runs_frame,
+    summarise,
+    t_interval,
+)
 
 
 def _table(summary: pd.DataFrame, paper: dict[str, str] | None = None) -> pd.DataFrame:
@@ -25,22 +33,6 @@ def _table(summary: pd.DataFrame, paper: dict[str, str] | None = None) -> pd.Dat
     if paper is not None:
         data["paper"] = [paper.get(r["variant"], "-") for _, r in summary.iterrows()]
     return pd.DataFrame(data)
-
-
-def _claim(
-    claim_id: str, claim: str, paper: str, ours: str, name: str, prov: dict[str, Any], verdict: str, command: str
-) -> dict[str, str]:
-    return {
-        "claim_id": claim_id,
-        "claim": claim,
-        "paper": paper,
-        "ours": ours,
-        "report": f"reports/{name}.md",
-        "scale": "cpu-mechanism",
-        "hardware": prov["hardware"],
-        "verdict": verdict,
-        "command": command,
-    }
 
 
 def _setup(settings: MechanismSettings) -> str:
@@ -59,7 +51,7 @@ def _miou(results: list[dict[str, Any]], name: str) -> list[float]:
 def write_stacking(
     settings: MechanismSettings, variants: dict[str, Variant], results: list[dict[str, Any]], reports: Path
 ) -> Path:
-    from cca.reports.render import Report, write_report
+    from cca.reports.render import Report
     from experiments.mechanisms.stacking import NAME, SUCCESS_MIOU_PCT
 
     names = list(variants)
@@ -113,13 +105,14 @@ differences of mean val mIoU with 95% Welch intervals: {diff_text}. In words: {v
         notes=notes,
         figures=[("val mIoU per variant and seed", png.name)],
     )
-    path = write_report(
-        report, reports / f"{NAME}.md", {reports / f"{NAME}.csv": summary, reports / f"{NAME}_runs.csv": per_run}
-    )
-    write_claims(
-        reports / "claims" / f"{NAME}.csv",
+    return publish(
+        report,
+        reports,
+        NAME,
+        summary,
+        per_run,
         [
-            _claim(
+            claim(
                 "context_hv_vs_rcca",
                 "row-then-column attention (+HV, +HV&VH) and criss-cross R=2 both give every pixel full-image context",
                 "values of the +HV rows not in our sources",
@@ -133,7 +126,6 @@ differences of mean val mIoU with 95% Welch intervals: {diff_text}. In words: {v
             )
         ],
     )
-    return path
 
 
 # ------------------------------------------------------------------------------------------- gamma
@@ -206,7 +198,7 @@ def _stalled_gamma_note(runs: list[dict[str, Any]]) -> str:
 def write_gamma(
     settings: MechanismSettings, variants: dict[str, Variant], results: list[dict[str, Any]], reports: Path
 ) -> Path:
-    from cca.reports.render import Report, write_report
+    from cca.reports.render import Report
     from experiments.mechanisms.gamma_init import NAME, SUCCESS_MIOU_PCT
 
     names = list(variants)
@@ -293,13 +285,14 @@ and how many iterations does it need? "Learned": val mIoU >= {SUCCESS_MIOU_PCT:g
         notes=notes,
         figures=[("val mIoU and gamma vs iteration", png.name)],
     )
-    path = write_report(
-        report, reports / f"{NAME}.md", {reports / f"{NAME}.csv": summary, reports / f"{NAME}_runs.csv": per_run}
-    )
-    write_claims(
-        reports / "claims" / f"{NAME}.csv",
+    return publish(
+        report,
+        reports,
+        NAME,
+        summary,
+        per_run,
         [
-            _claim(
+            claim(
                 "rcca_gamma_zero_init_learns",
                 "RCCA R=2 with gamma initialised to 0 (the paper's init) learns full-image (two-hop) context",
                 "gamma = 0 at init (design; no accuracy figure)",
@@ -311,14 +304,13 @@ and how many iterations does it need? "Learned": val mIoU >= {SUCCESS_MIOU_PCT:g
             )
         ],
     )
-    return path
 
 
 # ------------------------------------------------------------------------------------------- video
 def write_video(
     settings: MechanismSettings, variants: dict[str, Variant], results: list[dict[str, Any]], reports: Path
 ) -> Path:
-    from cca.reports.render import Report, write_report
+    from cca.reports.render import Report
     from experiments.mechanisms.video_context import NAME, SUCCESS_MIOU_PCT
 
     names = list(variants)
@@ -365,13 +357,14 @@ The time axis of the 3D criss-cross attention carries the evidence: **{verdict}*
         notes=notes,
         figures=[("val mIoU per variant and seed", png.name)],
     )
-    path = write_report(
-        report, reports / f"{NAME}.md", {reports / f"{NAME}.csv": summary, reports / f"{NAME}_runs.csv": per_run}
-    )
-    write_claims(
-        reports / "claims" / f"{NAME}.csv",
+    return publish(
+        report,
+        reports,
+        NAME,
+        summary,
+        per_run,
         [
-            _claim(
+            claim(
                 "video_3d_context",
                 "3D criss-cross attention over T=5 frames beats T=1 (temporal context helps)",
                 f"{paper['ccnet3d_t5']} vs {paper['ccnet3d_t1']}",
@@ -383,4 +376,3 @@ The time axis of the 3D criss-cross attention carries the evidence: **{verdict}*
             )
         ],
     )
-    return path

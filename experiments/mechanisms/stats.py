@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from cca.reports.claims import CLAIM_COLUMNS, VERDICTS
+
 # Two-sided 95% quantiles t_{0.975, df} of Student's t distribution, df = 1..30 (standard table values).
 T_975 = (
     12.706,
@@ -49,8 +51,6 @@ T_975 = (
     2.042,
 )
 Z_975 = 1.959964  # the normal quantile of the Wilson interval
-CLAIM_COLUMNS = ("claim_id", "claim", "paper", "ours", "report", "scale", "hardware", "verdict", "command")
-VERDICTS = ("holds", "does not hold", "holds in part", "not testable here")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -141,6 +141,27 @@ def write_claims(path: str | Path, rows: list[dict[str, str]]) -> Path:
     frame = pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
     return atomic_write_text(path, frame.to_csv(index=False))
 
+
+
+def claim(
+    claim_id: str, text: str, paper: str, ours: str, name: str, prov: dict[str, Any], verdict: str, command: str
+) -> dict[str, str]:
+    """One claims row of the mechanism report ``reports/<name>.md`` (its path relative to ``reports/``)."""
+    row = (claim_id, text, paper, ours, f"{name}.md", "cpu-mechanism", prov["hardware"], verdict, command)
+    return dict(zip(CLAIM_COLUMNS, row, strict=True))
+
+
+def publish(
+    report: Any, reports: Path, name: str, summary: pd.DataFrame, per_run: pd.DataFrame, claims: list[dict[str, str]]
+) -> Path:
+    """``reports/<name>.md`` with ``<name>.csv`` (per variant) and ``<name>_runs.csv`` (per run), then
+    ``reports/claims/<name>.csv``; returns the Markdown path."""
+    from cca.reports.render import write_report
+
+    files = {reports / f"{name}.csv": summary, reports / f"{name}_runs.csv": per_run}
+    path = write_report(report, reports / f"{name}.md", files)
+    write_claims(reports / "claims" / f"{name}.csv", claims)
+    return path
 
 def difference_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
     """``mean(a) - mean(b)`` and a 95% Welch interval (conservative df = min(n_a, n_b) - 1)."""
