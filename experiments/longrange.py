@@ -25,7 +25,6 @@ resumable training loop are the mechanism experiments' (:mod:`experiments.mechan
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from experiments.mechanisms import common  # noqa: E402
 from experiments.mechanisms import model as _model  # noqa: E402
 from experiments.mechanisms import training as _training  # noqa: E402
 from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: E402
@@ -184,16 +184,7 @@ mean ± std over seeds) in the table below. Measured order (mean val mIoU): {ord
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python experiments/longrange.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the settings' seeds)")
-    parser.add_argument("--iterations", type=int, help="training iterations per run")
-    parser.add_argument(
-        "--workers", type=int, default=2, help="runs trained in parallel processes, one thread each (default 2)"
-    )
-    parser.add_argument("--force", action="store_true", help="re-run runs whose results exist")
-    parser.add_argument("--dry-run", action="store_true", help="print the settings and planned runs only")
-    args = parser.parse_args(argv)
+    args = common.parse_args("python experiments/longrange.py", __doc__, argv, variants=list(VARIANTS), runs=RUNS)
     os.chdir(ROOT)
     settings = LongRangeSettings()
     if args.seeds:
@@ -207,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             f"runs: {len(args.variants)} variants x {len(settings.seeds)} seeds = {len(args.variants) * len(settings.seeds)}"
         )
         return 0
-    results = run(settings, args.variants, force=args.force, workers=args.workers)
-    path = write_report(settings, results)
+    results = run(settings, args.variants, force=args.force, runs=args.runs, workers=args.workers)
+    path = write_report(settings, results, args.reports)
     from cca.reports.index import main as index_main
 
     index_main([])

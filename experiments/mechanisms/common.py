@@ -23,8 +23,13 @@ REPORTS = Path("reports")
 CLAIMS = REPORTS / "claims"
 
 
-def parse_args(prog: str, doc: str, argv: list[str] | None) -> argparse.Namespace:
+def parse_args(
+    prog: str, doc: str, argv: list[str] | None, *, variants: list[str] | None = None, runs: Path = RUNS
+) -> argparse.Namespace:
+    """The mechanism experiments' command line (``variants``: offer ``--variants`` over these names)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    if variants is not None:
+        parser.add_argument("--variants", nargs="+", choices=variants, default=variants)
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the experiment's)")
     parser.add_argument("--iterations", type=int, help="training iterations per run (default: the experiment's)")
     parser.add_argument(
@@ -32,7 +37,7 @@ def parse_args(prog: str, doc: str, argv: list[str] | None) -> argparse.Namespac
     )
     parser.add_argument("--force", action="store_true", help="re-train runs whose results exist")
     parser.add_argument("--dry-run", action="store_true", help="print the settings and the planned runs only")
-    parser.add_argument("--runs", type=Path, default=RUNS, help=f"where runs are stored (default {RUNS})")
+    parser.add_argument("--runs", type=Path, default=runs, help=f"where runs are stored (default {runs})")
     parser.add_argument("--reports", type=Path, default=REPORTS, help=f"where the report goes (default {REPORTS})")
     return parser.parse_args(argv)
 
