@@ -21,6 +21,7 @@
 
 #include "checks.h"
 #include "criss_cross.h"
+#include "cpu/simd.h"
 
 namespace cca {
 namespace {
@@ -269,24 +270,51 @@ std::tuple<at::Tensor, at::Tensor> ca_map_3d_backward_cpu(const at::Tensor& grad
 }
 
 // ------------------------------------------------------------------------------------ 2D ops
+// float32/float64 on a CPU with AVX2 + FMA: the vectorised kernels of simd.cpp; otherwise the
+// generic ones above, on the 2D map as a volume with T == 1.
 at::Tensor ca_weight_2d_cpu(const at::Tensor& query, const at::Tensor& key) {
-  return ca_weight_3d_cpu(as_volume(query, "query"), as_volume(key, "key")).squeeze(2);
+  const at::Tensor q = as_volume(query, "query"), k = as_volume(key, "key");
+  check_weight_inputs(q, k);
+  check_cpu(query, "query");
+  if (simd::usable(query)) {
+    return simd::weight(query, key);
+  }
+  return ca_weight_3d_cpu(q, k).squeeze(2);
 }
 
 std::tuple<at::Tensor, at::Tensor> ca_weight_2d_backward_cpu(const at::Tensor& grad, const at::Tensor& query,
                                                              const at::Tensor& key) {
-  auto [gq, gk] = ca_weight_3d_backward_cpu(as_volume(grad, "grad"), as_volume(query, "query"), as_volume(key, "key"));
+  const at::Tensor g = as_volume(grad, "grad"), q = as_volume(query, "query"), k = as_volume(key, "key");
+  check_weight_inputs(q, k);
+  check_cpu(query, "query");
+  check_weight_grad(g, q);
+  if (simd::usable(query)) {
+    return {simd::map(grad, key), simd::map_t(grad, query)};
+  }
+  auto [gq, gk] = ca_weight_3d_backward_cpu(g, q, k);
   return {gq.squeeze(2), gk.squeeze(2)};
 }
 
 at::Tensor ca_map_2d_cpu(const at::Tensor& attention, const at::Tensor& value) {
-  return ca_map_3d_cpu(as_volume(attention, "attention"), as_volume(value, "value")).squeeze(2);
+  const at::Tensor a = as_volume(attention, "attention"), v = as_volume(value, "value");
+  check_map_inputs(a, v);
+  check_cpu(value, "value");
+  if (simd::usable(value)) {
+    return simd::map(attention, value);
+  }
+  return ca_map_3d_cpu(a, v).squeeze(2);
 }
 
 std::tuple<at::Tensor, at::Tensor> ca_map_2d_backward_cpu(const at::Tensor& grad, const at::Tensor& attention,
                                                           const at::Tensor& value) {
-  auto [ga, gv] =
-      ca_map_3d_backward_cpu(as_volume(grad, "grad"), as_volume(attention, "attention"), as_volume(value, "value"));
+  const at::Tensor g = as_volume(grad, "grad"), a = as_volume(attention, "attention"), v = as_volume(value, "value");
+  check_map_inputs(a, v);
+  check_cpu(value, "value");
+  check_grad(g, v, "value");
+  if (simd::usable(value)) {
+    return {simd::weight(grad, value), simd::map_t(attention, grad)};
+  }
+  auto [ga, gv] = ca_map_3d_backward_cpu(g, a, v);
   return {ga.squeeze(2), gv.squeeze(2)};
 }
 
