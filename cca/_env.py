@@ -5,6 +5,8 @@
 * ``CCA_CACHE_DIR``: where the JIT build of ``csrc/`` is cached
   (default ``~/.cache/cca/<torch version>``).
 * ``CCA_VERBOSE_BUILD``: ``1`` shows the compiler output of the JIT build.
+* ``CCA_CPU_SIMD``: ``0`` runs the 2D CPU ops on the generic kernels instead of the AVX2 ones
+  (read by the C++ kernels at every call, ``csrc/cpu/simd.cpp``).
 """
 
 from __future__ import annotations
