@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from experiments.mechanisms import common
-from experiments.mechanisms.settings import MechanismSettings, Variant, paper_quote, paper_setting, paper_value
+from experiments.mechanisms.common import Results
+from experiments.mechanisms.settings import MechanismSettings, paper_quote, paper_setting, paper_value
 from experiments.mechanisms.stats import difference_interval, fisher_exact_p, mean_std, runs_frame, succeeded, summarise
 
 WINDOW = (50, 200)  # the train rows of this iteration window: the blob is found, its class not yet learned
@@ -177,13 +178,8 @@ def findings(
     return "\n".join(lines)
 
 
-def write(
-    study: common.Study,
-    settings: MechanismSettings,
-    variants: dict[str, Variant],
-    results: list[dict[str, Any]],
-    reports: Path,
-) -> Path:
+def write(study: common.Study, settings: MechanismSettings, results: Results, reports: Path) -> Path:
+    variants = study.arms()
     threshold = study.success_miou_pct
     names = list(variants)
     labels = {n: v.label for n, v in variants.items()}

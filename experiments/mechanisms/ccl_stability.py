@@ -15,14 +15,9 @@ Report: ``reports/mechanism_ccl.md`` / ``.csv`` / ``.png``; claims: ``reports/cl
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from experiments.mechanisms.common import Study  # noqa: E402
-from experiments.mechanisms.settings import MechanismSettings, Variant, ccl_feature_dim  # noqa: E402
+from experiments.mechanisms.common import Study
+from experiments.mechanisms.settings import MechanismSettings, Variant, ccl_feature_dim
 
 LATE_ARMS = ("ccl_piecewise_on_features", "ccl_piecewise_batch_centres")  # diagnosis arms
 

@@ -26,6 +26,7 @@ REPORTS = Path("reports")
 CLAIMS = REPORTS / "claims"
 
 Job = tuple[MechanismSettings, Variant, int, Path]
+Results = list[dict[str, Any]]  # one dict per run (result.json + "name", its arm)
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Study:
     doc: str  # the module's docstring (the command line's description)
     settings: MechanismSettings
     variants: Mapping[str, Variant] | Callable[[], Mapping[str, Variant]]  # arm name -> variant (a callable: built on use)
-    writer: str  # "module:function" writing the report: writer(study, settings, arms, results, reports) -> Path
+    writer: str  # "module:function" writing the report: writer(study, settings, results, reports) -> Path
     success_miou_pct: float = 90.0  # success (fixed before any run): val mIoU >= this, no NaN/inf loss
     late_arms: tuple[str, ...] = ()  # diagnosis arms: planned after every other run,
     late_seeds: tuple[int, ...] | None = None  # on these seeds only (None: all)
@@ -69,9 +70,9 @@ class Study:
         early = jobs([n for n in arms if n not in self.late_arms], settings.seeds)
         return early, jobs([n for n in arms if n in self.late_arms], tuple(s for s in settings.seeds if s in late_seeds))
 
-    def report(self, settings: MechanismSettings, results: list[dict[str, Any]], reports: Path) -> Path:
+    def report(self, settings: MechanismSettings, results: Results, reports: Path) -> Path:
         module, function = self.writer.split(":")
-        return getattr(importlib.import_module(module), function)(self, settings, self.arms(), results, reports)
+        return getattr(importlib.import_module(module), function)(self, settings, results, reports)
 
     def main(self, argv: list[str] | None = None) -> int:
         """The study's command line: plan, train (or read back) the runs, write the report."""

@@ -14,14 +14,9 @@ Report: ``reports/mechanism_gamma.md``.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from experiments.mechanisms.common import Study  # noqa: E402
-from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: E402
+from experiments.mechanisms.common import Study
+from experiments.mechanisms.settings import MechanismSettings, Variant
 
 SUCCESS_MIOU_PCT = 90.0  # "learned": val mIoU >= 90% at two evaluations in a row
 STUDY = Study(

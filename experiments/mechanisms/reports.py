@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from experiments.mechanisms import common
+from experiments.mechanisms.common import Results
 from experiments.mechanisms.settings import MechanismSettings, Variant, paper_quote
 from experiments.mechanisms.stats import difference_interval, mean_std, runs_frame, summarise, t_interval
 
@@ -50,13 +51,8 @@ def _bars(
 
 
 # ----------------------------------------------------------------------------------------- stacking
-def write_stacking(
-    study: common.Study,
-    settings: MechanismSettings,
-    variants: dict[str, Variant],
-    results: list[dict[str, Any]],
-    reports: Path,
-) -> Path:
+def write_stacking(study: common.Study, settings: MechanismSettings, results: Results, reports: Path) -> Path:
+    variants = study.arms()
     names = list(variants)
     title = "Row/column stacking vs criss-cross R=2 (long-range task; whiskers: 95% t interval)"
     summary, png = _bars(study, variants, results, reports, title)
@@ -176,13 +172,8 @@ def _stalled_gamma_note(runs: list[dict[str, Any]]) -> str:
     )
 
 
-def write_gamma(
-    study: common.Study,
-    settings: MechanismSettings,
-    variants: dict[str, Variant],
-    results: list[dict[str, Any]],
-    reports: Path,
-) -> Path:
+def write_gamma(study: common.Study, settings: MechanismSettings, results: Results, reports: Path) -> Path:
+    variants = study.arms()
     threshold = study.success_miou_pct
     names = list(variants)
     for r in results:
@@ -275,13 +266,8 @@ and how many iterations does it need? "Learned": val mIoU >= {threshold:g}% at t
 
 
 # ------------------------------------------------------------------------------------------- video
-def write_video(
-    study: common.Study,
-    settings: MechanismSettings,
-    variants: dict[str, Variant],
-    results: list[dict[str, Any]],
-    reports: Path,
-) -> Path:
+def write_video(study: common.Study, settings: MechanismSettings, results: Results, reports: Path) -> Path:
+    variants = study.arms()
     title = "Temporal-cue clips: 2D per frame vs 3D criss-cross T=1 / T=5 (whiskers: 95% t interval)"
     summary, png = _bars(study, variants, results, reports, title)
     paper = {

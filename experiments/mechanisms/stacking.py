@@ -12,14 +12,9 @@ steps (row then column, or criss-cross twice) can. Report: ``reports/mechanism_s
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from experiments.mechanisms.common import Study  # noqa: E402
-from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: E402
+from experiments.mechanisms.common import Study
+from experiments.mechanisms.settings import MechanismSettings, Variant
 
 STUDY = Study(
     module="stacking",

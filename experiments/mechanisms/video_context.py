@@ -13,14 +13,9 @@ the same pixel in the other frames), not the ResNet-101 CCNet3D. Report: ``repor
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from experiments.mechanisms.common import Study  # noqa: E402
-from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: E402
+from experiments.mechanisms.common import Study
+from experiments.mechanisms.settings import MechanismSettings, Variant
 
 STUDY = Study(
     module="video_context",
