@@ -1,7 +1,9 @@
 """Experiment settings: one frozen dataclass read top to bottom, named presets, ``key=value`` overrides.
 
 A run is fully described by one :class:`ExperimentConfig` (extended by :class:`VideoConfig` and
-:class:`DetectionConfig` where a table needs more); it is saved as ``config.json`` beside the run's
+:class:`DetectionConfig` where a table needs more, and outside the engine by table 5's
+``EfficiencySettings`` and the mechanism studies' ``MechanismSettings``, which name the fields
+they read in ``USED_FIELDS``); it is saved as ``config.json`` beside the run's
 checkpoints and metrics. Overrides from the command line (``--set key=value``) are parsed against the
 field's type (:mod:`cca.engine.parsing`, the one parser); an unknown key is an error that lists the
 valid ones, a value out of range an error naming the setting and its valid range::
