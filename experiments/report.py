@@ -80,7 +80,8 @@ def write_table_report(
     regenerate = f"nox -s reproduce_table{table.number}" + ("" if scale == "smoke" else f" -- --scale full{data} ...")
     frame = tables.compare(paper, ours, table.metrics, command=options.command)
     if scale == "full":
-        summary = ("**Full scale** (the paper's setting on the real dataset). " if data else "") + table.shows_full
+        setting = "the paper's setting on the real dataset" if data else "the paper's setting; no dataset needed"
+        summary = f"**Full scale** ({setting}). " + table.shows_full
     else:
         summary = (
             "**Smoke scale: this is not a reproduction of the paper's numbers.** "
