@@ -17,7 +17,6 @@ model and image.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cca.data.long_range import LongRangeDataset  # noqa: E402
+from cca.engine.parsing import apply_overrides  # noqa: E402
 from cca.reports.attention import attention_maps, plot_attention  # noqa: E402
 from experiments import longrange  # noqa: E402
 
@@ -41,12 +41,12 @@ def longrange_model(seed: int = 0) -> tuple[torch.nn.Module, longrange.LongRange
     """The long-range R=2 model of ``seed`` (trained now if ``runs/longrange/r2_s<seed>/model.pt`` is missing)."""
     settings = longrange.LongRangeSettings()
     path = longrange.RUNS / f"r2_s{seed}" / "model.pt"
-    wanted = {k: v for k, v in dataclasses.asdict(settings).items() if k != "seeds"}
+    wanted = {k: v for k, v in settings.used_settings().items() if k != "seeds"}
     state = torch.load(path, map_location="cpu") if path.is_file() else None
     saved = {k: v for k, v in (state or {}).get("settings", {}).items() if k != "seeds"}
     if state is None or saved != wanted:
         print(f"training the long-range R=2 model (seed {seed}) ...", flush=True)
-        longrange.run(dataclasses.replace(settings, seeds=(seed,)), ["r2"], force=True)
+        longrange.run(apply_overrides(settings, {"seeds": (seed,)}), ["r2"], force=True)
         state = torch.load(path, map_location="cpu")
     model = longrange.build_model(settings, "r2")
     model.load_state_dict(state["model"])

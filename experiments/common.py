@@ -101,7 +101,7 @@ def describe(table: Table, options: Options) -> str:
         lines.append(f"  row {row.key} ({row_label(row, settings)}):")
         lines.append(f"    changes: {changed or '{}'}")
         lines.append(f"    data: {dataset_sizes(settings)}")
-        iterations = getattr(settings, "iterations", None)
+        iterations = settings_dict(settings).get("iterations")  # a profiling row trains nothing
         if iterations is not None:
             total += int(iterations)
             lines.append(f"    planned iterations: {iterations} (global batch {getattr(settings, 'batch_size', '?')})")

@@ -11,7 +11,6 @@ R-CNN schedule), ``cca.engine.metrics.evaluate_coco``, and the engine's run file
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -85,24 +84,13 @@ def train(settings: DetectionConfig) -> dict[str, float]:
             return {k: float(run.read_metrics()[k]) for k in AP_METRICS}
         batches = _batches(len(train_set), settings.batch_size, settings.seed, start)
         model.train()
-        with tqdm(total=settings.iterations, initial=start, desc=f"train {settings.name}", dynamic_ncols=True) as bar:
-            for it in range(start + 1, settings.iterations + 1):
-                images, targets = collate([train_set[i] for i in next(batches)])
-                images = [im.to(device) for im in images]
-                targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-                losses = model(images, targets)
-                loss = sum(losses.values())
-                if not math.isfinite(float(loss.detach())):
-                    raise FloatingPointError(f"loss is not finite at iteration {it}: {({k: float(v) for k, v in losses.items()})}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                row = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
-                       "lr": optimizer.param_groups[0]["lr"]}
-                run.step_done(it, row, model, optimizer, scheduler)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
-                bar.update(1)
+        for it in run.progress(start):
+            images, targets = collate([train_set[i] for i in next(batches)])
+            images = [im.to(device) for im in images]
+            targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+            losses = model(images, targets)
+            terms = {k: float(v.detach()) for k, v in losses.items()}
+            run.step(it, sum(losses.values()), terms, model, optimizer, scheduler)
         metrics = evaluate(model, val_set, device)
         run.finish(metrics)
     return {k: metrics[k] for k in AP_METRICS}

@@ -7,9 +7,9 @@ Steps, each timed against its budget (``--dry-run`` lists them; needs no GPU):
 * ``tests``: ``pytest tests/test_cuda.py`` (``--quick``: without the ``torch.compile`` and opcheck tests);
 * ``bench``: ours vs einsum vs axial fused attention (``experiments/gpu_bench.py``), forward and
   forward+backward, float32/float16/bfloat16, 97x97 and 2x, 4x larger maps (``--quick``: 97 and 194);
-* ``efficiency``: table 5 blocks on CUDA, ``python -m cca.profile BLOCK --device cuda --json``
+* ``efficiency``: table 5 blocks on CUDA, ``python -m cca.profiling BLOCK --device cuda --json``
   (peak memory by ``torch.cuda.max_memory_allocated``), and ``--network resnet50`` when
-  ``cca.profile`` has that option (else skipped, with the reason);
+  ``cca.profiling`` has that option (else skipped, with the reason);
 * ``report``: ``reports/gpu.md`` + CSVs naming the device, with the kernels' roofline at the paper's shape.
 
     python experiments/gpu_check.py [--quick] [--dry-run]
@@ -45,7 +45,7 @@ STEPS = (
     Step("build", {"full": 180, "quick": 140}, "setup.py build_ext --inplace, FORCE_CUDA=1, this GPU's arch only"),
     Step("tests", {"full": 120, "quick": 45}, "pytest tests/test_cuda.py (quick: no torch.compile/opcheck)"),
     Step("bench", {"full": 90, "quick": 25}, "ours/einsum/axial_sdpa x fwd, fwd+bwd x 3 dtypes x 97/194/388 (quick: 97/194)"),
-    Step("efficiency", {"full": 60, "quick": 25}, "python -m cca.profile BLOCK --device cuda --json (+ --network resnet50)"),
+    Step("efficiency", {"full": 60, "quick": 25}, "python -m cca.profiling BLOCK --device cuda --json (+ --network resnet50)"),
     Step("report", {"full": 10, "quick": 5}, "reports/gpu.md + gpu*.csv via cca.reports.render"),
 )
 BLOCKS = {"full": ("nonlocal", "cca", "rcca"), "quick": ("nonlocal", "rcca")}
@@ -129,7 +129,7 @@ def step_bench(remaining_s: float, mode: str, results: dict) -> tuple[str, str]:
 
 
 def _has_network_option() -> bool:
-    from cca.profile import build_parser
+    from cca.profiling.__main__ import build_parser
 
     return any("--network" in action.option_strings for action in build_parser()._actions)
 
@@ -141,7 +141,7 @@ def step_efficiency(remaining_s: float, mode: str, results: dict) -> tuple[str, 
     if _has_network_option():
         runs += [["--network", "resnet50", block] for block in ("rcca", "nonlocal")]
     else:
-        skipped = "network increment skipped: `python -m cca.profile` has no --network option in this checkout"
+        skipped = "network increment skipped: `python -m cca.profiling` has no --network option in this checkout"
         print(f"  {skipped}")
     rows = []
     for run in runs:
@@ -149,7 +149,7 @@ def step_efficiency(remaining_s: float, mode: str, results: dict) -> tuple[str, 
         if left < 5:
             rows.append({"run": " ".join(run), "error": "not run: over budget"})
             continue
-        args = [sys.executable, "-m", "cca.profile", *run, "--device", "cuda", "--json", "--repeats", "3" if mode == "full" else "1"]
+        args = [sys.executable, "-m", "cca.profiling", *run, "--device", "cuda", "--json", "--repeats", "3" if mode == "full" else "1"]
         code, out = _run(args, left)
         line = next((ln for ln in reversed(out.splitlines()) if ln.startswith("{")), None)
         if code != 0 or line is None:
@@ -204,7 +204,7 @@ def write_report(results: dict, steps: list[dict], mode: str, total_s: float, de
         tables=[
             ("Steps", pd.DataFrame(steps)),
             ("Operator: forward and forward+backward (median ms; peak MiB above the inputs)", bench),
-            ("Table 5 blocks on CUDA (python -m cca.profile ... --device cuda)", efficiency),
+            ("Table 5 blocks on CUDA (python -m cca.profiling ... --device cuda)", efficiency),
             (f"Roofline of each kernel at N={n}, C'={cq}, C={c}, {size}x{size} ({', '.join(gpus)})", roof),
         ],
         notes=[

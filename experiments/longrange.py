@@ -25,7 +25,6 @@ resumable training loop are the mechanism experiments' (:mod:`experiments.mechan
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -186,18 +185,9 @@ mean ± std over seeds) in the table below. Measured order (mean val mIoU): {ord
 def main(argv: list[str] | None = None) -> int:
     args = common.parse_args("python experiments/longrange.py", __doc__, argv, variants=list(VARIANTS), runs=RUNS)
     os.chdir(ROOT)
-    settings = LongRangeSettings()
-    if args.seeds:
-        settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
-    if args.iterations:
-        settings = dataclasses.replace(settings, iterations=args.iterations)
+    settings = common.apply_args(LongRangeSettings(), args)
     if args.dry_run:
-        for key, value in dataclasses.asdict(settings).items():
-            print(f"{key} = {value!r}")
-        print(
-            f"runs: {len(args.variants)} variants x {len(settings.seeds)} seeds = {len(args.variants) * len(settings.seeds)}"
-        )
-        return 0
+        return common.dry_run(settings, {v: VARIANTS[v] for v in args.variants})
     results = run(settings, args.variants, force=args.force, runs=args.runs, workers=args.workers)
     path = write_report(settings, results, args.reports)
     from cca.reports.index import main as index_main

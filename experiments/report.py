@@ -76,10 +76,12 @@ def write_table_report(
         reports = reports / scale
     paper = tables.load_paper_table(table.paper_csv)
     ours = _ours(results)
-    regenerate = f"nox -s reproduce_table{table.number}" + ("" if scale == "smoke" else " -- --scale full --data-root PATH ...")
+    data = " --data-root PATH" if getattr(table.full, "dataset", None) is not None else ""  # table 5 reads no data
+    regenerate = f"nox -s reproduce_table{table.number}" + ("" if scale == "smoke" else f" -- --scale full{data} ...")
     frame = tables.compare(paper, ours, table.metrics, command=options.command)
     if scale == "full":
-        summary = "**Full scale** (the paper's setting on the real dataset). " + table.shows_full
+        setting = "the paper's setting on the real dataset" if data else "the paper's setting; no dataset needed"
+        summary = f"**Full scale** ({setting}). " + table.shows_full
     else:
         summary = (
             "**Smoke scale: this is not a reproduction of the paper's numbers.** "

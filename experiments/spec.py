@@ -63,20 +63,25 @@ Runner = Callable[["Table", Row, Any, Options, Path], dict[str, float]]
 
 @dataclass(frozen=True)
 class Table:
-    """One paper table: settings at both scales, our rows, how a row runs, what the report says."""
+    """One paper table: settings at both scales, our rows, how a row runs, what the report says.
+
+    A training table (the default ``kind``) needs only its full-scale settings: its smoke scale defaults
+    to :func:`experiments.settings.smoke_of` of them, its runner to the engine's
+    :func:`experiments.rows.train_runner`.
+    """
 
     number: int
     topic: str  # file topic: experiments/tableNN_<topic>.py, experiments/paper/tableNN_<topic>.csv
     title: str
-    kind: str  # "train" (engine), "profile" (profiling harness), "detection" (Mask R-CNN loop)
     metrics: tuple[str, ...]  # metric columns compared with the paper (the paper's units), primary first
     rows: tuple[Row, ...]
     full: Any  # the paper's setting (a settings dataclass, usually a named preset of cca.engine.presets)
-    smoke: Any  # derived from `full`
-    runner: Runner
     shows_full: str  # what the table shows at full scale
     shows_smoke: str  # what a smoke run shows (never a reproduction of the paper's numbers)
     notes: tuple[str, ...] = ()  # settings not found in the paper, deviations, caveats
+    kind: str = "train"  # "train" (engine), "profile" (profiling harness), "detection" (Mask R-CNN loop)
+    smoke: Any = None  # derived from `full` (None: smoke_of(full), training tables only)
+    runner: Runner | None = None  # how one row runs (None: the engine's train_runner, training tables only)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -84,6 +89,16 @@ class Table:
         keys = [r.key for r in self.rows]
         if len(set(keys)) != len(keys):
             raise ValueError(f"table {self.number}: duplicate row keys {keys}")
+        if self.kind != "train" and (self.smoke is None or self.runner is None):
+            raise ValueError(f"table {self.number}: a {self.kind!r} table needs its smoke settings and its runner")
+        if self.smoke is None:
+            from experiments.settings import smoke_of
+
+            object.__setattr__(self, "smoke", smoke_of(self.full))
+        if self.runner is None:
+            from experiments.rows import train_runner
+
+            object.__setattr__(self, "runner", train_runner)
 
     @property
     def paper_csv(self) -> Path:

@@ -12,14 +12,12 @@ benchmark server), so our number is compared with a test-set number only as a re
 from __future__ import annotations
 
 from cca.engine import presets
-from experiments.common import Row, Table, smoke_of, train_runner
+from experiments.common import Row, Table
 
 # The paper's Cityscapes setting + the category consistent loss of the TPAMI model (its inner weights:
 # experiments/paper/ccl.csv), read top to bottom in cca/engine/presets.py:
 # ccnet-ccl_r101-d8_4xb2-60k_cityscapes-769x769.
 FULL = presets.CITYSCAPES_CCL
-
-SMOKE = smoke_of(FULL)
 
 ROWS = (Row("ccnet_r2", "CCNet (ResNet-101, RCCA R=2 + CCL)"),)
 
@@ -27,12 +25,9 @@ TABLE = Table(
     number=1,
     topic="cityscapes_test",
     title="Cityscapes test: comparison with the state of the art",
-    kind="train",
     metrics=("miou",),
     rows=ROWS,
     full=FULL,
-    smoke=SMOKE,
-    runner=train_runner,
     shows_full="Our CCNet trained at the paper's setting, evaluated on Cityscapes val (test labels are not public), "
     "beside the paper's test-set figures.",
     shows_smoke="It shows that the full CCNet pipeline (data, model, loss with CCL, training, sliding/whole evaluation) "

@@ -11,7 +11,7 @@ recommended setting, whose val mIoU the official README reports).
 from __future__ import annotations
 
 from cca.engine import presets
-from experiments.common import Row, Table, smoke_of, train_runner
+from experiments.common import Row, Table, train_runner
 
 _INCREMENTS: dict = {}  # (recurrence, input) -> what RCCA with R loops adds to the network (measured once)
 
@@ -38,8 +38,6 @@ def recurrence_runner(table, row, cfg, options, directory) -> dict:
 # the loop ablation is on RCCA alone (no CCL); rows change `recurrence`.
 FULL = presets.CITYSCAPES
 
-SMOKE = smoke_of(FULL)
-
 ROWS = (
     Row("r0", "R=0 (no attention)", {"recurrence": 0}),
     Row("r1", "RCCA R=1", {"recurrence": 1}),
@@ -52,11 +50,9 @@ TABLE = Table(
     number=2,
     topic="recurrence",
     title="Cityscapes val: number of recurrent loops R",
-    kind="train",
     metrics=("miou", "gflops_increment", "memory_increment_mb"),
     rows=ROWS,
     full=FULL,
-    smoke=SMOKE,
     runner=recurrence_runner,
     shows_full="mIoU on Cityscapes val as the number of criss-cross loops grows, at the paper's setting.",
     shows_smoke="It shows that every row (R=0..3, OHEM) trains and evaluates end to end; synthetic images and 300 "

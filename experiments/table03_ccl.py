@@ -8,15 +8,13 @@
 from __future__ import annotations
 
 from cca.engine import presets
-from experiments.common import Row, Table, smoke_of, train_runner
+from experiments.common import Row, Table
 from experiments.paper_settings import CCL_CHANNELS
 
 # The paper's Cityscapes setting, read top to bottom in cca/engine/presets.py
 # (ccnet_r101-d8_4xb2-60k_cityscapes-769x769);
 # rows switch the CCL on (margins, weights, 16-channel projection: experiments/paper/settings_tpami.csv).
 FULL = presets.CITYSCAPES
-
-SMOKE = smoke_of(FULL)
 
 ROWS = (
     Row("no_ccl", "RCCA R=2, cross entropy only", {"ccl_weight": 0.0}),
@@ -32,12 +30,9 @@ TABLE = Table(
     number=3,
     topic="ccl",
     title="Cityscapes val: category consistent loss",
-    kind="train",
     metrics=("miou", "miou_gain", "successes_of_10"),
     rows=ROWS,
     full=FULL,
-    smoke=SMOKE,
-    runner=train_runner,
     shows_full="mIoU on Cityscapes val of CCNet (R=2) trained with and without the category consistent loss.",
     shows_smoke="It shows that training with the category consistent loss on the features after RCCA runs end to end; "
     "the synthetic smoke task cannot show its effect (see reports/longrange.md for the loss's feature statistics on CPU).",

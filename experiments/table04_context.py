@@ -8,15 +8,13 @@
 from __future__ import annotations
 
 from cca.engine import presets
-from experiments.common import Row, Table, smoke_of, train_runner
+from experiments.common import Row, Table
 from experiments.paper_settings import CCL_CHANNELS
 
 # The paper's Cityscapes setting, read top to bottom in cca/engine/presets.py
 # (ccnet_r101-d8_4xb2-60k_cityscapes-769x769);
 # rows change the context module (`model`).
 FULL = presets.CITYSCAPES
-
-SMOKE = smoke_of(FULL)
 
 ROWS = (
     Row("fcn", "ResNet-101 dilated FCN baseline (no context module)", {"model": "fcn"}),
@@ -31,12 +29,9 @@ TABLE = Table(
     number=4,
     topic="context",
     title="Cityscapes val: context aggregation modules",
-    kind="train",
     metrics=("miou",),
     rows=ROWS,
     full=FULL,
-    smoke=SMOKE,
-    runner=train_runner,
     shows_full="mIoU on Cityscapes val of one baseline with each context module, at the paper's setting.",
     shows_smoke="It shows that each context module trains and evaluates end to end in the same pipeline; the smoke "
     "numbers do not rank the modules.",

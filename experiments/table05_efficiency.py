@@ -17,26 +17,46 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from cca._io import atomic_write_json
+from cca.engine.config import ExperimentConfig, require
 from experiments.common import Options, Row, Table, run_dir
+
+STEPS = ("training", "inference")
 
 
 @dataclass(frozen=True)
-class EfficiencySettings:
-    """One network measured with and without its context block(s) (read top to bottom)."""
+class EfficiencySettings(ExperimentConfig):
+    """One network measured with and without its context block(s): the engine's settings (backbone,
+    recurrence, crops per GPU, crop size, device) plus the block, how many, and the step measured."""
 
+    USED_FIELDS: ClassVar[tuple[str, ...]] = ("block", "count", "recurrence", "backbone", "batch_size", "crop_size", "step", "device")
+
+    name: str = "table05_efficiency"
+    backbone: str = "resnet50"  # the paper's efficiency table: ResNet-50, output stride 8
+    recurrence: int = 2  # loops of "rcca"
+    dataset: str | None = None  # no data: the network runs on fake (meta) tensors, or random ones on a GPU
+    crop_size: tuple[int, int] = (769, 769)  # (H, W) of the input crop
+    batch_size: int = 1  # crops per GPU in the measured step
+    device: str = "auto"  # "cuda" when present (measured memory), else "cpu" (fake-tensor model)
     block: str = "rcca"  # a name of cca.nn.CONTEXT_BLOCKS or of cca.profiling.variants; "fcn": the baseline (no context block)
     count: int = 1  # blocks in sequence (+NL x2: 2)
-    recurrence: int = 2  # loops of "rcca"
-    backbone: str = "resnet50"  # the paper's efficiency table: ResNet-50, output stride 8
-    input_shape: tuple[int, int, int, int] = (1, 3, 769, 769)  # one 769 x 769 crop
     step: str = "training"  # "training" (forward + backward) or "inference" (forward alone)
-    device: str = "auto"  # "cuda" when present (measured memory), else "cpu" (fake-tensor model)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self, self.count >= 1, "count", "a positive integer")
+        require(self, self.step in STEPS, "step", f"one of {STEPS}")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """``(N, 3, H, W)`` of the measured step."""
+        return (self.batch_size, 3, *self.crop_size)
 
 
 FULL = EfficiencySettings()
-SMOKE = EfficiencySettings(input_shape=(1, 3, 193, 193))  # a quarter of the side: seconds instead of a minute
+SMOKE = EfficiencySettings(crop_size=(193, 193))  # a quarter of the side: seconds instead of a minute
 
 _BASELINES: dict = {}  # (backbone, input, step, device) -> the baseline network's measurement, shared by the rows
 
@@ -114,13 +134,13 @@ ROWS = (
     # why our non-local memory differs from the paper's: one assumption changed per row
     Row("nonlocal_inference", "+ NL, forward alone (inference)", {"block": "nonlocal", "step": "inference"}),
     Row("rcca_r2_inference", "+ RCCA (R=2), forward alone (inference)", {"block": "rcca", "step": "inference"}),
-    Row("nonlocal_batch2", "+ NL, two crops per GPU", {"block": "nonlocal", "input_shape": (2, 3, 769, 769)}),
+    Row("nonlocal_batch2", "+ NL, two crops per GPU", {"block": "nonlocal", "batch_size": 2}),
     Row(
         "nonlocal_x2_batch2",
         "+ NL x2, two crops per GPU",
-        {"block": "nonlocal", "count": 2, "input_shape": (2, 3, 769, 769)},
+        {"block": "nonlocal", "count": 2, "batch_size": 2},
     ),
-    Row("rcca_r2_batch2", "+ RCCA (R=2), two crops per GPU", {"block": "rcca", "input_shape": (2, 3, 769, 769)}),
+    Row("rcca_r2_batch2", "+ RCCA (R=2), two crops per GPU", {"block": "rcca", "batch_size": 2}),
     Row("nl_2018_matmul", "+ NL as the 2018 PyTorch port of Wang et al. (matmul)", {"block": "nl_2018_matmul"}),
     Row("nl_2018_scaled", "+ NL as OCNet's 2018 self-attention (scaled)", {"block": "nl_2018_scaled"}),
     Row("nl_no_reduction", "+ NL with all 512 channels inside", {"block": "nl_no_reduction"}),

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from cca.engine import presets
-from experiments.common import Row, Table, smoke_of, train_runner
+from experiments.common import Row, Table, smoke_of
 
 # The paper's LIP setting, derived from the Cityscapes one in cca/engine/presets.py (ccnet-ccl_r101-d8_4xb2-60k_lip-473x473);
 # the settings not found in the paper are marked there.
@@ -22,12 +22,10 @@ TABLE = Table(
     number=7,
     topic="lip",
     title="LIP val: human parsing",
-    kind="train",
     metrics=("miou", "pixel_acc", "mean_acc"),
     rows=ROWS,
     full=FULL,
     smoke=SMOKE,
-    runner=train_runner,
     shows_full="Our CCNet on LIP val at crop 473, beside the paper's 55.47 mIoU.",
     shows_smoke="It shows that LIP-format data (20 parts, left/right label swaps on flips) trains and evaluates end to end.",
     notes=(

@@ -29,7 +29,6 @@ TABLE = Table(
     number=9,
     topic="camvid",
     title="CamVid: video segmentation with 3D criss-cross attention",
-    kind="train",
     metrics=("miou", "pixel_acc"),
     rows=ROWS,
     full=FULL,

@@ -11,11 +11,9 @@ checkpoints with fallback, resume, ``metrics.jsonl``, ``metrics.json`` in fracti
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from cca.engine.config import VideoConfig
 
@@ -69,25 +67,14 @@ def train_3d(cfg: VideoConfig) -> dict[str, float]:
             return {k: float(run.read_metrics()[k]) for k in METRICS}
         per_epoch = max(1, len(train_set) // cfg.batch_size)
         model.train()
-        with tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.name}", dynamic_ncols=True) as bar:
-            for it in range(start + 1, cfg.iterations + 1):
-                epoch, position = divmod(it - 1, per_epoch)
-                order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-                items = [train_set[i] for i in order[position * cfg.batch_size : (position + 1) * cfg.batch_size].tolist()]
-                clips = torch.stack([c for c, _ in items]).to(device)
-                labels = torch.stack([lab for _, lab in items]).to(device)
-                loss, terms = criterion(_centre(model(clips), frame), labels)
-                if not math.isfinite(float(loss.detach())):
-                    raise FloatingPointError(f"loss is not finite at iteration {it}: {terms}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                row = {"loss": float(loss.detach()), **{k: float(v) for k, v in terms.items() if k != "loss"},
-                       "lr": optimizer.param_groups[0]["lr"]}
-                run.step_done(it, row, model, optimizer, scheduler)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
-                bar.update(1)
+        for it in run.progress(start):
+            epoch, position = divmod(it - 1, per_epoch)
+            order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+            items = [train_set[i] for i in order[position * cfg.batch_size : (position + 1) * cfg.batch_size].tolist()]
+            clips = torch.stack([c for c, _ in items]).to(device)
+            labels = torch.stack([lab for _, lab in items]).to(device)
+            loss, terms = criterion(_centre(model(clips), frame), labels)
+            run.step(it, loss, {k: float(v) for k, v in terms.items() if k != "loss"}, model, optimizer, scheduler)
         model.eval()
         matrix = ConfusionMatrix(val_set.num_classes, ignore_index=val_set.ignore_index)
         with torch.no_grad():

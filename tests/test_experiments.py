@@ -254,6 +254,7 @@ def test_full_scale_is_the_papers_setting():
     assert tables[6].full.crop_size == (512, 512) and tables[6].full.batch_size == 16
     assert tables[7].full.crop_size == (473, 473)
     assert tables[5].full.input_shape == (1, 3, 769, 769) and tables[5].full.backbone == "resnet50"
+    assert tables[5].full.dataset is None and "iterations" not in common.settings_dict(tables[5].full)
     for number in (1, 2, 3, 4, 6, 7):
         smoke = tables[number].smoke
         assert smoke.backbone == "resnet18_tiny" and smoke.synthetic and smoke.device == "cpu"
@@ -296,7 +297,7 @@ SMALL = {
     2: TRAIN_SMALL,
     3: TRAIN_SMALL,
     4: TRAIN_SMALL,
-    5: ["input_shape=1,3,33,33"],  # the whole ResNet-50 network on a small crop
+    5: ["crop_size=33,33"],  # the whole ResNet-50 network on a small crop
     6: TRAIN_SMALL,
     7: TRAIN_SMALL,
     8: ["iterations=1", "synthetic_num_train=2", "synthetic_num_val=1", "checkpoint_every=1"],

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.mechanisms import common, stats, training
+from experiments.mechanisms import stats, training
 from experiments.mechanisms.model import RowColumnStack, TinySegmenter, build_model, set_gamma
 from experiments.mechanisms.settings import (
     MechanismSettings,
@@ -97,6 +97,54 @@ def test_settings_and_variants_reject_bad_values():
         Variant("x", ccl="cubic")
     assert run_key(TINY, Variant("a"), 0) == run_key(dataclasses.replace(TINY, seeds=(5, 6)), Variant("b"), 0)
     assert run_key(TINY, Variant("a"), 0) != run_key(TINY, Variant("a", gamma_init=0.0), 0)
+    with pytest.raises(ValueError, match="num_train"):
+        MechanismSettings(num_train=0)
+    with pytest.raises(TypeError, match="'seeds'"):
+        MechanismSettings(seeds=("0",))
+
+
+def test_settings_are_the_engines_config_parsed_by_its_one_parser():
+    from cca.engine.config import ExperimentConfig
+    from cca.engine.parsing import apply_overrides
+
+    assert isinstance(TINY, ExperimentConfig) and TINY.dataset is None
+    changed = apply_overrides(TINY, ["seeds=3,4", "iterations=7", "lr=0.5", "task=temporal_cue"])
+    assert (changed.seeds, changed.iterations, changed.lr, changed.task) == ((3, 4), 7, 0.5, "temporal_cue")
+    with pytest.raises(ValueError, match="unknown setting 'sizes'"):
+        apply_overrides(TINY, ["sizes=3"])
+    with pytest.raises(TypeError, match="'iterations' expects int"):
+        apply_overrides(TINY, ["iterations=many"])
+    assert list(TINY.used_settings()) == list(MechanismSettings.USED_FIELDS)
+    assert set(TINY.identity()) == set(MechanismSettings.USED_FIELDS) - {"seeds", "checkpoint_every"}
+
+
+# Run keys name the cached runs under runs/mechanisms/<key>/ (hours of CPU training): these are the
+# keys computed before the settings became an ExperimentConfig extension; they must never drift.
+PINNED_RUN_KEYS = [
+    ("default", "r2", 0, "7b68f0aeb3c8edf0"),
+    ("default", "r2_ccl", 1, "c3119b4816b7ce5a"),
+    ("ccl_stability", "ccl_piecewise", 0, "f20f70502ad7ed57"),
+    ("ccl_stability", "ccl_piecewise_batch_centres", 0, "ee6ad350cec676d6"),
+    ("gamma_init", "gamma0", 1, "41c50572b5632d69"),
+    ("stacking", "hv", 0, "1ffa573b5f324275"),
+    ("video_context", "ccnet3d_t5", 2, "fdafbbc82f982944"),
+]
+
+
+@pytest.mark.parametrize("study, arm, seed, key", PINNED_RUN_KEYS)
+def test_run_keys_of_the_cached_runs_do_not_change(study, arm, seed, key):
+    import importlib
+
+    from experiments import longrange
+
+    if study == "default":
+        settings, variant = MechanismSettings(), longrange.VARIANTS[arm]
+    else:
+        declared = importlib.import_module(f"experiments.mechanisms.{study}").STUDY
+        settings, variant = declared.settings, declared.arms()[arm]
+    assert run_key(settings, variant, seed) == key
+    assert run_key(dataclasses.replace(settings, seeds=(9,), checkpoint_every=7), variant, seed) == key
+    assert run_key(dataclasses.replace(settings, backbone="resnet50", name="other"), variant, seed) == key  # unused fields
 
 
 # ---------------------------------------------------------------------------------------- the models
@@ -190,10 +238,11 @@ def test_each_experiment_writes_its_report_and_claims_at_a_tiny_size(tmp_path, m
         str(tmp_path),
     ]
     assert mod.main(argv) == 0
-    md = (tmp_path / f"{mod.NAME}.md").read_text()
-    assert "Mechanism test on CPU" in md and "seed" in md and (tmp_path / f"{mod.NAME}.png").is_file()
-    assert "interval" in md
-    rows = list(csv.DictReader((tmp_path / "claims" / f"{mod.NAME}.csv").open()))
+    name = mod.STUDY.name
+    md = (tmp_path / f"{name}.md").read_text()
+    assert "Mechanism test on CPU" in md and "seed" in md and (tmp_path / f"{name}.png").is_file()
+    assert "interval" in md and f"Regenerate with `nox -s {name}`" in md
+    rows = list(csv.DictReader((tmp_path / "claims" / f"{name}.csv").open()))
     assert rows and all(r["verdict"] in stats.VERDICTS and r["paper"] for r in rows)
     assert set(rows[0]) == set(stats.CLAIM_COLUMNS)
 
@@ -208,11 +257,13 @@ def test_iterations_to_learn_needs_two_evaluations_in_a_row():
 def test_planned_jobs_put_late_arms_last(tmp_path):
     from experiments.mechanisms import ccl_stability
 
-    settings = dataclasses.replace(ccl_stability.SETTINGS, seeds=(0, 1))
-    early, late = common.planned_jobs(ccl_stability, settings, Path(tmp_path))
-    assert [n for n, _ in early][:3] == ["r2", "ccl_quadratic", "ccl_piecewise"]
-    late_seeds = [seed for seed in (0, 1) if seed in ccl_stability.LATE_SEEDS]
-    assert [n for n, _ in late] == [name for _ in late_seeds for name in ccl_stability.LATE_ARMS]
+    study = ccl_stability.STUDY
+    settings = dataclasses.replace(study.settings, seeds=(0, 1, 7))
+    early, late = study.plan(settings, Path(tmp_path))
+    assert [n for n, _ in early][:3] == ["r2", "ccl_quadratic", "ccl_piecewise"] and len(early) == 3 * 3
+    late_seeds = [seed for seed in (0, 1, 7) if seed in study.late_seeds]
+    assert late_seeds == [0, 1] and [job[2] for _, job in late] == [s for s in late_seeds for _ in study.late_arms]
+    assert [n for n, _ in late] == [name for _ in late_seeds for name in study.late_arms]
 
 
 def test_longrange_ablation_runs_and_reports_on_the_shared_pieces(tmp_path):

@@ -256,6 +256,10 @@ def test_ccnet3d_shapes_and_temporal_context():
     assert across_frames == 0, "without attention the frames are independent"
     with pytest.raises(ValueError, match=r"\(N, 3, T, H, W\)"):
         model(_image((2, 3, 24, 32)))
+    projected = build("ccnet3d", 4, backbone=TINY, ccl_channels=5).train()(clips)["feat"]
+    assert projected.shape == (2, 5, 3, 3, 4), "the CCL projection applies to every frame's features"
+    with pytest.raises(NotImplementedError, match="direction='horizontal'"):
+        CCNet3d(4, backbone=TINY, direction="horizontal")
 
 
 # ------------------------------------------------------------------------------ torch.compile

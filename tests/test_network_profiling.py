@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from cca.profile import NETWORK_JSON_KEYS
-from cca.profile import main as profile_main
 from cca.profiling import build_block, count_flops, peak_memory
+from cca.profiling.__main__ import NETWORK_JSON_KEYS
+from cca.profiling.__main__ import main as profile_main
 from cca.profiling.network import build_network, measure_network, network_increment
 from cca.profiling.variants import NONLOCAL_VARIANTS, build_variant
 

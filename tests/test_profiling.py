@@ -13,8 +13,6 @@ from torch import nn
 
 import cca
 from cca.ops import reference, use_extension
-from cca.profile import JSON_KEYS
-from cca.profile import main as profile_main
 from cca.profiling import (
     LiveTensorTracker,
     build_block,
@@ -26,6 +24,8 @@ from cca.profiling import (
     peak_memory,
     profile_block,
 )
+from cca.profiling.__main__ import JSON_KEYS
+from cca.profiling.__main__ import main as profile_main
 from cca.profiling.blocks import REQUIRED_BLOCKS
 from cca.profiling.efficiency import efficiency_rows, scaling
 from cca.profiling.flops import _COUNTED, TRACE_SIDE

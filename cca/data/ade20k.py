@@ -8,10 +8,9 @@ any other value above 150 is a :class:`~cca.data.common.DataFileError`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
-from cca.data.common import SegmentationDataset, label_lut, pair_labels, require_dir
+from cca.data.common import SegmentationDataset, label_lut
 
 log = logging.getLogger("cca.data")
 
@@ -52,29 +51,17 @@ def dataset_dir(root: Path) -> Path:
 class ADE20K(SegmentationDataset):
     """ADE20K ``split`` under ``root`` (see ``LAYOUT``): 150 classes, ignore 255."""
 
+    NAME = "ADE20K"
     LAYOUT = LAYOUT
+    SPLITS = SPLITS
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        transform: Callable | None = None,
-        missing_labels: str = "error",
-    ) -> None:
-        super().__init__(root, split, transform, missing_labels)
-        if split not in SPLITS:
-            raise ValueError(f"ADE20K split must be one of {sorted(SPLITS)}, got {split!r}")
-        require_dir(self.root, "ADE20K root", LAYOUT)
+    def find_files(self) -> None:
         base = dataset_dir(self.root)
-        folder = SPLITS[split]
-        image_dir = require_dir(base / "images" / folder, f"ADE20K {split!r} images", LAYOUT)
-        label_dir = require_dir(base / "annotations" / folder, f"ADE20K {split!r} annotations", LAYOUT)
+        folder = SPLITS[self.split]
+        image_dir = self.require_dir(base / "images" / folder, "images")
+        label_dir = self.require_dir(base / "annotations" / folder, "annotations")
         images = sorted(image_dir.glob("*.jpg"))
-        if not images:
-            raise FileNotFoundError(f"no ADE20K images {image_dir}/*.jpg. Expected layout:\n{LAYOUT}")
-        self.samples, self.skipped = pair_labels(
-            images, lambda p: label_dir / f"{p.stem}.png", missing_labels, f"ADE20K {split}"
-        )
+        self.pair_files(images, lambda p: label_dir / f"{p.stem}.png", f"{image_dir}/*.jpg")
         info = base / "objectInfo150.txt"
         if info.is_file():
             self.class_names = read_object_info(info)

@@ -21,13 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cca._checks import positive_int
-from cca.data.common import (
-    DataFileError,
-    SegmentationDataset,
-    label_lut,
-    pair_labels,
-    require_dir,
-)
+from cca.data.common import DataFileError, SegmentationDataset, label_lut
 
 CLASS_NAMES = (
     "sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian", "bicyclist",
@@ -48,7 +42,9 @@ def sequence_of(path: Path) -> str:
 class CamVid(SegmentationDataset):
     """CamVid ``split`` under ``root`` (see ``LAYOUT``); ``clip_length`` switches to clips (module docstring)."""
 
+    NAME = "CamVid"
     LAYOUT = LAYOUT
+    SPLITS = SPLITS
 
     def __init__(
         self,
@@ -58,22 +54,9 @@ class CamVid(SegmentationDataset):
         clip_length: int | None = None,
         missing_labels: str = "error",
     ) -> None:
-        super().__init__(root, split, transform, missing_labels)
-        if split not in SPLITS:
-            raise ValueError(f"CamVid split must be one of {SPLITS}, got {split!r}")
         if clip_length is not None:
             positive_int("clip_length", clip_length)
-        require_dir(self.root, "CamVid root", LAYOUT)
-        image_dir = require_dir(self.root / split, f"CamVid {split!r} frames", LAYOUT)
-        label_dir = require_dir(self.root / f"{split}annot", f"CamVid {split!r} annotations", LAYOUT)
-        images = sorted(image_dir.glob("*.png"), key=lambda p: (sequence_of(p), p.name))
-        if not images:
-            raise FileNotFoundError(f"no CamVid frames {image_dir}/*.png. Expected layout:\n{LAYOUT}")
-        self.samples, self.skipped = pair_labels(
-            images, lambda p: label_dir / p.name, missing_labels, f"CamVid {split}"
-        )
-        self.class_names = CLASS_NAMES
-        self.lut = label_lut({**{i: i for i in range(len(CLASS_NAMES))}, VOID: 255, 255: 255})
+        super().__init__(root, split, transform, missing_labels)
         self.clip_length = clip_length
         self.label_frame = None if clip_length is None else clip_length // 2
         if clip_length is not None:
@@ -84,6 +67,14 @@ class CamVid(SegmentationDataset):
         for i, (image, _) in enumerate(self.samples):
             self.sequences.setdefault(sequence_of(image), []).append(i)
         self._position = {i: (seq, k) for seq, members in self.sequences.items() for k, i in enumerate(members)}
+
+    def find_files(self) -> None:
+        image_dir = self.require_dir(self.root / self.split, "frames")
+        label_dir = self.require_dir(self.root / f"{self.split}annot", "annotations")
+        images = sorted(image_dir.glob("*.png"), key=lambda p: (sequence_of(p), p.name))
+        self.pair_files(images, lambda p: label_dir / p.name, f"{image_dir}/*.png")
+        self.class_names = CLASS_NAMES
+        self.lut = label_lut({**{i: i for i in range(len(CLASS_NAMES))}, VOID: 255, 255: 255})
 
     def clip_indices(self, index: int) -> list[int]:
         """Sample indices of the clip centred on ``index`` (``clip_length`` of them, ends repeated)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cca.data.common import SegmentationDataset, label_lut, pair_labels, require_dir
+from cca.data.common import SegmentationDataset, label_lut
 
 LAYOUT = """\
   ROOT/leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
@@ -60,21 +60,14 @@ class Cityscapes(SegmentationDataset):
     ``dataset[i] -> (image float32 (3, H, W), label int64 (H, W))`` with 19 classes, ignore 255.
     """
 
+    NAME = "Cityscapes"
     LAYOUT = LAYOUT
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        transform: Callable | None = None,
-        missing_labels: str = "error",
-    ) -> None:
-        super().__init__(root, split, transform, missing_labels)
-        image_dir = require_dir(self.root / "leftImg8bit" / split, f"Cityscapes {split!r} images", LAYOUT)
-        label_dir = require_dir(self.root / "gtFine" / split, f"Cityscapes {split!r} labels", LAYOUT)
+    def find_files(self) -> None:
+        split = self.split
+        image_dir = self.require_dir(self.root / "leftImg8bit" / split, "images")
+        label_dir = self.require_dir(self.root / "gtFine" / split, "labels")
         images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
-        if not images:
-            raise FileNotFoundError(f"no Cityscapes images {image_dir}/*/*{IMAGE_SUFFIX}. Expected layout:\n{LAYOUT}")
 
         def label_for(suffix: str) -> Callable[[Path], Path]:
             return lambda image: label_dir / image.parent.name / f"{image.name[: -len(IMAGE_SUFFIX)]}{suffix}"
@@ -82,7 +75,7 @@ class Cityscapes(SegmentationDataset):
         train_ids = all(label_for(TRAIN_ID_SUFFIX)(image).is_file() for image in images)
         self.label_format = "labelTrainIds" if train_ids else "labelIds"
         suffix = TRAIN_ID_SUFFIX if train_ids else LABEL_SUFFIX
-        self.samples, self.skipped = pair_labels(images, label_for(suffix), missing_labels, f"Cityscapes {split}")
+        self.pair_files(images, label_for(suffix), f"{image_dir}/*/*{IMAGE_SUFFIX}")
         self.class_names = class_names()
         self.lut = label_lut({**{t: t for t in range(19)}, 255: 255}) if train_ids else label_lut(label_id_to_train_id())
         log.info("Cityscapes %s: reading *%s (%d images)", split, suffix, len(self.samples))

@@ -16,7 +16,7 @@ Bad-data policy (every reader follows it; never a silent wrong mIoU):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -178,8 +178,10 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 class SegmentationDataset(Dataset):
     """Base of the semantic segmentation readers: ``(image, label)`` pairs of files plus a label table.
 
-    Subclasses set ``samples`` (list of ``(image_path, label_path)``), ``class_names``, ``lut`` (raw label
-    value -> train id, ``255`` ignore, ``-1`` invalid) and optionally ``flip_pairs``.
+    Subclasses name themselves (``NAME``), their ``LAYOUT`` and ``SPLITS`` (None: any split the layout
+    has), and implement :meth:`find_files`, which sets ``samples`` (list of ``(image_path, label_path)``,
+    with :meth:`pair_files`), ``class_names``, ``lut`` (raw label value -> train id, ``255`` ignore,
+    ``-1`` invalid) and optionally ``flip_pairs``.
 
     ``dataset[i]`` is ``transform(image uint8 (3, H, W), label int64 (H, W))``; with ``transform=None``
     it is :class:`cca.data.transforms.EvalTransform` (ImageNet normalisation only), giving
@@ -188,6 +190,9 @@ class SegmentationDataset(Dataset):
     ``(image, label)`` only. ``load(i)`` gives the untransformed arrays.
     """
 
+    NAME: str = ""  # the dataset's name in messages
+    LAYOUT: str = ""  # the expected files, shown when something is missing
+    SPLITS: Collection[str] | None = None  # accepted split names (None: whatever the layout has)
     ignore_index: int = IGNORE_INDEX
     flip_pairs: tuple[tuple[int, int], ...] | None = None
     class_names: tuple[str, ...] = ()
@@ -195,7 +200,9 @@ class SegmentationDataset(Dataset):
     skipped: list[Path]
     lut: np.ndarray
 
-    def __init__(self, root: str | Path, split: str, transform: Callable | None, missing_labels: str) -> None:
+    def __init__(
+        self, root: str | Path, split: str = "train", transform: Callable | None = None, missing_labels: str = "error"
+    ) -> None:
         self.root = Path(root)
         self.split = split
         self.missing_labels = check_policy(missing_labels)
@@ -207,6 +214,25 @@ class SegmentationDataset(Dataset):
             raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
         self.transform = transform
         self.skipped = []
+        if self.SPLITS is not None and split not in self.SPLITS:
+            raise ValueError(f"{self.NAME} split must be one of {sorted(self.SPLITS)}, got {split!r}")
+        require_dir(self.root, f"{self.NAME} root", self.LAYOUT)
+        self.find_files()
+
+    def find_files(self) -> None:
+        """Set ``samples`` (:meth:`pair_files`), ``class_names`` and ``lut`` from the files under ``root``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement find_files()")
+
+    def require_dir(self, path: Path, what: str) -> Path:
+        """``path``, or ``FileNotFoundError`` naming the split's ``what`` and the expected layout."""
+        return require_dir(path, f"{self.NAME} {self.split!r} {what}", self.LAYOUT)
+
+    def pair_files(self, images: Sequence[Path], label_for: Callable[[Path], Path], pattern: str) -> None:
+        """``samples``: each of ``images`` (found by ``pattern``, which a message names if there is none)
+        with ``label_for(image)``; missing labels follow the ``missing_labels`` policy."""
+        if not images:
+            raise FileNotFoundError(f"no {self.NAME} images {pattern}. Expected layout:\n{self.LAYOUT}")
+        self.samples, self.skipped = pair_labels(images, label_for, self.missing_labels, f"{self.NAME} {self.split}")
 
     @property
     def num_classes(self) -> int:

@@ -6,10 +6,9 @@ Samples are the ids listed in ``{split}_id.txt``, in that order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from cca.data.common import SegmentationDataset, label_lut, pair_labels, require_dir, require_file
+from cca.data.common import SegmentationDataset, label_lut, require_dir, require_file
 
 CLASS_NAMES = (
     "background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",
@@ -42,20 +41,13 @@ def _find(root: Path, *candidates: str) -> Path:
 class LIP(SegmentationDataset):
     """LIP ``split`` (``train``/``val``) under ``root`` (see ``LAYOUT``): 20 classes, ``flip_pairs`` set."""
 
+    NAME = "LIP"
     LAYOUT = LAYOUT
+    SPLITS = SPLITS
     flip_pairs = FLIP_PAIRS
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        transform: Callable | None = None,
-        missing_labels: str = "error",
-    ) -> None:
-        super().__init__(root, split, transform, missing_labels)
-        if split not in SPLITS:
-            raise ValueError(f"LIP split must be one of {SPLITS}, got {split!r}")
-        require_dir(self.root, "LIP root", LAYOUT)
+    def find_files(self) -> None:
+        split = self.split
         ids_file = require_file(
             _find(self.root, f"{split}_id.txt", f"TrainVal_images/{split}_id.txt"), f"LIP {split} id list", LAYOUT
         )
@@ -76,8 +68,6 @@ class LIP(SegmentationDataset):
             raise FileNotFoundError(
                 f"LIP {split}: {len(absent)} ids of {ids_file} have no image, first: {absent[0]}. Expected layout:\n{LAYOUT}"
             )
-        self.samples, self.skipped = pair_labels(
-            images, lambda p: label_dir / f"{p.stem}.png", missing_labels, f"LIP {split}"
-        )
+        self.pair_files(images, lambda p: label_dir / f"{p.stem}.png", f"listed in {ids_file}")
         self.class_names = CLASS_NAMES
         self.lut = label_lut({**{i: i for i in range(len(CLASS_NAMES))}, 255: 255})

@@ -23,6 +23,7 @@ evidence of the class. Hence
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -128,20 +129,20 @@ def make_sample(task: LongRangeTask, generator: torch.Generator, cls: int | None
     return LongRangeSample(image.float(), label, (by, bx, bh, bw), (cy, cx, cs, cs), cls)
 
 
-class LongRangeDataset(Dataset):
-    """``length`` samples of ``task``; sample ``i`` is a pure function of ``(seed, i)``.
-
-    Returns ``(image (3, H, W) float32, label (H, W) int64)`` like the other segmentation datasets,
-    with ``num_classes``, ``ignore_index`` and ``class_names``.
-    """
+class GeneratedDataset(Dataset):
+    """``length`` samples of a synthetic ``task`` (a :attr:`task_type`, its defaults when None); sample
+    ``i`` is a pure function of ``(seed, i)``, drawn by :meth:`make`. ``dataset[i]`` is the sample's
+    input and its label ``(H, W)`` int64, with ``num_classes``, ``ignore_index`` and ``class_names``."""
 
     ignore_index = IGNORE_INDEX
+    task_type: type
+    input_field = "image"  # the sample's input: "image" (3, H, W) or "clip" (3, T, H, W)
 
-    def __init__(self, length: int, task: LongRangeTask | None = None, seed: int = 0) -> None:
-        if not isinstance(length, int) or isinstance(length, bool) or length < 1:
-            raise ValueError(f"length must be a positive int, got {length!r}")
+    def __init__(self, length: int, task: Any = None, seed: int = 0) -> None:
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"length must be a positive int, got length={length!r}")
         self.length = length
-        self.task = task or LongRangeTask()
+        self.task = task or self.task_type()
         self.seed = int(seed)
         self.num_classes = self.task.num_classes
         self.class_names = ("background", *COLOUR_NAMES[: self.task.num_colours])
@@ -149,22 +150,39 @@ class LongRangeDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def make(self, generator: torch.Generator, cls: int | None) -> Any:
+        """One sample of :attr:`task` drawn with ``generator`` (``cls``: its class, else drawn)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement make()")
+
     def generator(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + index)
 
-    def sample(self, index: int, cls: int | None = None) -> LongRangeSample:
+    def sample(self, index: int, cls: int | None = None) -> Any:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length} samples")
-        return make_sample(self.task, self.generator(index), cls=cls)
+        return self.make(self.generator(index), cls)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.sample(index)
-        return s.image, s.label
+        return getattr(s, self.input_field), s.label
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All samples stacked: ``(N, 3, H, W)`` images and ``(N, H, W)`` labels."""
+        """All samples stacked: ``(N, 3, H, W)`` images (``(N, 3, T, H, W)`` clips) and ``(N, H, W)`` labels."""
         items = [self[i] for i in range(self.length)]
-        return torch.stack([i for i, _ in items]), torch.stack([lab for _, lab in items])
+        return torch.stack([x for x, _ in items]), torch.stack([lab for _, lab in items])
+
+
+class LongRangeDataset(GeneratedDataset):
+    """``length`` samples of ``task`` (:class:`LongRangeTask`); sample ``i`` is a pure function of ``(seed, i)``.
+
+    Returns ``(image (3, H, W) float32, label (H, W) int64)`` like the other segmentation datasets,
+    with ``num_classes``, ``ignore_index`` and ``class_names``.
+    """
+
+    task_type = LongRangeTask
+
+    def make(self, generator: torch.Generator, cls: int | None) -> LongRangeSample:
+        return make_sample(self.task, generator, cls=cls)
 
 
 def cross_content(image: torch.Tensor, y: int, x: int, band: int = 0) -> torch.Tensor:

@@ -24,9 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
 
-from cca.data.long_range import BLOB_GREY, COLOUR_NAMES, IGNORE_INDEX, PALETTE
+from cca.data.long_range import BLOB_GREY, PALETTE, GeneratedDataset
 
 __all__ = ["TemporalCueDataset", "TemporalCueSample", "TemporalCueTask", "make_clip"]
 
@@ -100,37 +99,15 @@ def make_clip(task: TemporalCueTask, generator: torch.Generator, cls: int | None
     return TemporalCueSample(clip.float(), label, (by, bx, bh, bw), cue_frame, cls)
 
 
-class TemporalCueDataset(Dataset):
-    """``length`` clips of ``task``; clip ``i`` is a pure function of ``(seed, i)``.
+class TemporalCueDataset(GeneratedDataset):
+    """``length`` clips of ``task`` (:class:`TemporalCueTask`); clip ``i`` is a pure function of ``(seed, i)``.
 
     Returns ``(clip (3, T, H, W) float32, label (H, W) int64)`` (the centre frame's labels), with
     ``num_classes``, ``ignore_index`` and ``class_names``.
     """
 
-    ignore_index = IGNORE_INDEX
+    task_type = TemporalCueTask
+    input_field = "clip"
 
-    def __init__(self, length: int, task: TemporalCueTask | None = None, seed: int = 0) -> None:
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise ValueError(f"length must be a positive int, got length={length!r}")
-        self.length = length
-        self.task = task or TemporalCueTask()
-        self.seed = int(seed)
-        self.num_classes = self.task.num_classes
-        self.class_names = ("background", *COLOUR_NAMES[: self.task.num_colours])
-
-    def __len__(self) -> int:
-        return self.length
-
-    def sample(self, index: int, cls: int | None = None) -> TemporalCueSample:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for a dataset of {self.length} clips")
-        return make_clip(self.task, torch.Generator().manual_seed(self.seed * 1_000_003 + index), cls=cls)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.sample(index)
-        return s.clip, s.label
-
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All clips stacked: ``(N, 3, T, H, W)`` and ``(N, H, W)`` labels."""
-        items = [self[i] for i in range(self.length)]
-        return torch.stack([c for c, _ in items]), torch.stack([lab for _, lab in items])
+    def make(self, generator: torch.Generator, cls: int | None) -> TemporalCueSample:
+        return make_clip(self.task, generator, cls=cls)

@@ -1,7 +1,9 @@
 """Experiment settings: one frozen dataclass read top to bottom, named presets, ``key=value`` overrides.
 
 A run is fully described by one :class:`ExperimentConfig` (extended by :class:`VideoConfig` and
-:class:`DetectionConfig` where a table needs more); it is saved as ``config.json`` beside the run's
+:class:`DetectionConfig` where a table needs more, and outside the engine by table 5's
+``EfficiencySettings`` and the mechanism studies' ``MechanismSettings``, which name the fields
+they read in ``USED_FIELDS``); it is saved as ``config.json`` beside the run's
 checkpoints and metrics. Overrides from the command line (``--set key=value``) are parsed against the
 field's type (:mod:`cca.engine.parsing`, the one parser); an unknown key is an error that lists the
 valid ones, a value out of range an error naming the setting and its valid range::
@@ -21,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cca._io import atomic_write_json
 from cca.engine.parsing import apply_overrides, check_fields, parse_value  # noqa: F401  (the one parser, re-exported)
@@ -91,9 +93,19 @@ class ExperimentConfig:
     log_every: int = 1  # one metrics.jsonl row every K iterations
     output_dir: str = ""  # "" -> runs/<name>
 
+    # The settings a run of this type reads, in reading order (None: every field). An extension for a
+    # harness outside the engine (table 5's profiler, the CPU mechanism studies) names its own: its
+    # reports, dry runs and result hashes show and hash those, not the engine's settings it ignores.
+    USED_FIELDS: ClassVar[tuple[str, ...] | None] = None
+
     def __post_init__(self) -> None:
         check_fields(self)
         _check_values(self)
+
+    def used_settings(self) -> dict[str, Any]:
+        """``{name: JSON value}`` of :attr:`USED_FIELDS` (every field when None), in that order."""
+        names = self.USED_FIELDS if self.USED_FIELDS is not None else field_names(type(self))
+        return {name: _jsonable(getattr(self, name)) for name in names}
 
     @property
     def run_dir(self) -> Path:
@@ -112,7 +124,7 @@ class VideoConfig(ExperimentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _need(self, self.clip_length >= 1 and self.clip_length % 2 == 1, "clip_length", "an odd integer >= 1")
+        require(self, self.clip_length >= 1 and self.clip_length % 2 == 1, "clip_length", "an odd integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -127,9 +139,9 @@ class DetectionConfig(ExperimentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _need(self, 1 <= self.min_size <= self.max_size, "min_size", f"in [1, max_size={self.max_size}]")
-        _need(self, all(s >= 1 for s in self.lr_steps), "lr_steps", "positive iterations")
-        _need(self, 0.0 < self.lr_gamma <= 1.0, "lr_gamma", "in (0, 1]")
+        require(self, 1 <= self.min_size <= self.max_size, "min_size", f"in [1, max_size={self.max_size}]")
+        require(self, all(s >= 1 for s in self.lr_steps), "lr_steps", "positive iterations")
+        require(self, 0.0 < self.lr_gamma <= 1.0, "lr_gamma", "in (0, 1]")
 
 
 CONFIG_TYPES = (ExperimentConfig, VideoConfig, DetectionConfig)
@@ -201,7 +213,8 @@ def __getattr__(name: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def _need(cfg: Any, ok: bool, key: str, expectation: str) -> None:
+def require(cfg: Any, ok: bool, key: str, expectation: str) -> None:
+    """Raise ValueError naming setting ``key``, its value and ``expectation`` unless ``ok``."""
     if not ok:
         raise ValueError(f"setting {key!r} must be {expectation}, got {getattr(cfg, key)!r}")
 
@@ -212,7 +225,7 @@ def _finite(values: Any) -> bool:
 
 def _check_values(cfg: ExperimentConfig) -> None:
     def need(ok: bool, key: str, expectation: str) -> None:
-        _need(cfg, ok, key, expectation)
+        require(cfg, ok, key, expectation)
 
     for key in ("iterations", "batch_size", "grad_accum", "synthetic_num_train", "synthetic_num_val"):
         need(getattr(cfg, key) >= 1, key, "a positive integer")

@@ -7,14 +7,17 @@ checks the iterations, ``metrics.jsonl`` truncated to the checkpoint on resume, 
 
     with LoopRun(cfg) as run:
         start = run.resume(model, optimizer, scheduler)
-        for it in range(start + 1, cfg.iterations + 1):
-            ...; run.step_done(it, row, model, optimizer, scheduler)
+        for it in run.progress(start):  # with a progress bar
+            loss, terms = ...
+            run.step(it, loss, terms, model, optimizer, scheduler)  # backward, optimiser, log, checkpoint
         run.finish(metrics)
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,6 +44,7 @@ class LoopRun:
         self.iteration = 0
         self.saved_iteration: int | None = None
         self._lock = RunLock(self.dir)
+        self._last_loss = float("nan")
 
     def __enter__(self) -> LoopRun:
         self._lock.acquire()
@@ -72,6 +76,32 @@ class LoopRun:
         self.metrics.truncate_after(self.iteration)
         save_config(self.cfg, self.dir / "config.json")
         return self.iteration
+
+    def progress(self, start: int) -> Iterator[int]:
+        """Iterations ``start + 1 .. cfg.iterations`` under a progress bar showing the last step's loss."""
+        from tqdm.auto import tqdm
+
+        with tqdm(total=self.cfg.iterations, initial=start, desc=f"train {self.cfg.name}", dynamic_ncols=True) as bar:
+            for it in range(start + 1, self.cfg.iterations + 1):
+                yield it
+                bar.set_postfix(loss=f"{self._last_loss:.3f}", refresh=False)
+                bar.update(1)
+
+    def step(
+        self, it: int, loss: torch.Tensor, terms: dict[str, float], model: torch.nn.Module, optimizer: Any, scheduler: Any
+    ) -> dict[str, Any]:
+        """One optimiser step on ``loss`` (its parts: ``terms``), then :meth:`step_done` with the row
+        ``{loss, *terms, lr}``; a loss that is not finite is a ``FloatingPointError`` naming the terms."""
+        self._last_loss = float(loss.detach())
+        if not math.isfinite(self._last_loss):
+            raise FloatingPointError(f"loss is not finite at iteration {it}: {terms}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        row = {"loss": self._last_loss, **terms, "lr": optimizer.param_groups[0]["lr"]}
+        self.step_done(it, row, model, optimizer, scheduler)
+        return row
 
     def step_done(self, it: int, row: dict[str, Any], model: torch.nn.Module, optimizer: Any, scheduler: Any) -> None:
         """Log step ``it`` (every ``log_every``) and checkpoint (every ``checkpoint_every`` and at the end)."""

@@ -1,7 +1,7 @@
 """The one settings parser: ``key=value`` text and JSON values checked against a dataclass's field types.
 
-Every settings dataclass of the project (the engine's :class:`~cca.engine.config.ExperimentConfig`,
-its extensions for video and detection, the profiling settings of table 5) goes through
+Every settings dataclass of the project (the engine's :class:`~cca.engine.config.ExperimentConfig`
+and its extensions: video, detection, table 5's profiling, the CPU mechanism studies) goes through
 :func:`apply_overrides`: an unknown key is a ``ValueError`` listing the valid ones, a value that does
 not fit the field's type a ``TypeError`` naming the setting and what it takes.
 """

@@ -20,7 +20,7 @@ from cca.models.heads import (
     RCCAHead3d,
 )
 from cca.models.mask_rcnn import MASK_RCNN_BACKBONES, RCCABody, build_mask_rcnn
-from cca.models.segmentor import CCNet, Segmentor
+from cca.models.segmentor import CCNet, Segmentor, assemble
 from cca.models.video import CCNet3d
 
 __all__ = [
@@ -83,9 +83,5 @@ def build(
         return CCNet(num_classes, backbone, recurrence, pretrained, direction=name.split("_")[1], **kwargs)
     if name == "ccnet3d":
         return CCNet3d(num_classes, backbone, recurrence, pretrained, **kwargs)
-    aux = kwargs.pop("aux", True)
     ccl_channels = kwargs.pop("ccl_channels", None)
-    trunk = build_backbone(backbone, pretrained)
-    head = _BASELINE_HEADS[name](trunk.out_channels, num_classes, **kwargs)
-    aux_head = AuxHead(trunk.aux_channels, num_classes, dropout=kwargs.get("dropout", 0.1)) if aux else None
-    return Segmentor(trunk, head, aux_head, ccl_channels)
+    return Segmentor(*assemble(_BASELINE_HEADS[name], num_classes, backbone, pretrained, **kwargs), ccl_channels)

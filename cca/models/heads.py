@@ -122,33 +122,28 @@ class RCCAHead(ContextHead):
         dropout: float = 0.1,
         direction: str = "both",
     ) -> None:
-        super().__init__(
-            in_channels,
-            num_classes,
-            "rcca",
-            mid_channels,
-            dropout,
-            recurrence=recurrence,
-            reduction=reduction,
-            direction=direction,
-        )
+        mid = head_channels(in_channels) if mid_channels is None else positive_int("mid_channels", mid_channels)
+        super().__init__(in_channels, num_classes, self.attention(mid, recurrence, reduction, direction), mid, dropout)
+
+    @staticmethod
+    def attention(channels: int, recurrence: int, reduction: int, direction: str) -> nn.Module:
+        """The context block on ``channels``: :class:`cca.nn.RCCA`."""
+        return build_context_block("rcca", channels, recurrence=recurrence, reduction=reduction, direction=direction)
 
 
-class RCCAHead3d(ContextHead):
+class RCCAHead3d(RCCAHead):
     """:class:`ContextHead` with :class:`cca.nn.RCCA3d`, 3D criss-cross attention over clips
     (``recurrence`` loops, ``reduction`` for Q/K): call it with ``frames=T`` on ``N = B * T`` frames."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        recurrence: int = 2,
-        reduction: int = 8,
-        mid_channels: int | None = None,
-        dropout: float = 0.1,
-    ) -> None:
-        mid = head_channels(in_channels) if mid_channels is None else positive_int("mid_channels", mid_channels)
-        super().__init__(in_channels, num_classes, RCCA3d(mid, recurrence, reduction), mid, dropout)
+    @staticmethod
+    def attention(channels: int, recurrence: int, reduction: int, direction: str) -> nn.Module:
+        """The context block on ``channels``: :class:`cca.nn.RCCA3d` (rows, columns and frames)."""
+        if direction != "both":
+            raise NotImplementedError(
+                f"RCCAHead3d attends over rows, columns and frames together: direction={direction!r} is not "
+                "supported (only 'both')"
+            )
+        return RCCA3d(channels, recurrence, reduction)
 
 
 class FCNHead(ContextHead):

@@ -12,7 +12,7 @@ from cca._checks import positive_int
 from cca.models.backbone import DilatedResNet, build_backbone
 from cca.models.heads import AuxHead, RCCAHead
 
-__all__ = ["CCNet", "Segmentor", "upsample"]
+__all__ = ["CCNet", "Segmentor", "assemble", "upsample"]
 
 
 def upsample(logits: Tensor, size: tuple[int, int] | list[int]) -> Tensor:
@@ -20,6 +20,23 @@ def upsample(logits: Tensor, size: tuple[int, int] | list[int]) -> Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def assemble(
+    head_type: type[nn.Module],
+    num_classes: int,
+    backbone: str,
+    pretrained: str | os.PathLike | None = None,
+    aux: bool = True,
+    dropout: float = 0.1,
+    **head_kwargs,
+) -> tuple[DilatedResNet, nn.Module, nn.Module | None]:
+    """``(backbone, head, aux_head)``: the dilated ``backbone``, ``head_type`` on its res5 (``head_kwargs``)
+    and, when ``aux``, the auxiliary FCN head on its res4."""
+    trunk = build_backbone(backbone, pretrained)
+    head = head_type(trunk.out_channels, num_classes, dropout=dropout, **head_kwargs)
+    aux_head = AuxHead(trunk.aux_channels, num_classes, dropout=dropout) if aux else None
+    return trunk, head, aux_head
 
 
 class Segmentor(nn.Module):
@@ -75,6 +92,8 @@ class CCNet(Segmentor):
     local path of ImageNet backbone weights; ``aux=False`` drops the auxiliary head.
     """
 
+    head_type: type[RCCAHead] = RCCAHead
+
     def __init__(
         self,
         num_classes: int,
@@ -88,15 +107,16 @@ class CCNet(Segmentor):
         ccl_channels: int | None = None,
         direction: str = "both",
     ) -> None:
-        trunk = build_backbone(backbone, pretrained)
-        head = RCCAHead(
-            trunk.out_channels,
+        trunk, head, aux_head = assemble(
+            self.head_type,
             num_classes,
+            backbone,
+            pretrained,
+            aux,
+            dropout,
             recurrence=recurrence,
             reduction=reduction,
             mid_channels=mid_channels,
-            dropout=dropout,
             direction=direction,
         )
-        aux_head = AuxHead(trunk.aux_channels, num_classes, dropout=dropout) if aux else None
         super().__init__(trunk, head, aux_head, ccl_channels)

@@ -4,14 +4,11 @@ attention head, so each position attends to its row, its column and the same pix
 
 from __future__ import annotations
 
-import os
-
-from torch import Tensor, nn
+from torch import Tensor
 
 from cca._checks import check_tensor
-from cca.models.backbone import build_backbone
-from cca.models.heads import AuxHead, RCCAHead3d
-from cca.models.segmentor import upsample
+from cca.models.heads import RCCAHead3d
+from cca.models.segmentor import CCNet, upsample
 
 __all__ = ["CCNet3d"]
 
@@ -21,40 +18,17 @@ def _to_clips(frames: Tensor, clips: int) -> Tensor:
     return frames.unflatten(0, (clips, -1)).transpose(1, 2)
 
 
-class CCNet3d(nn.Module):
-    """CCNet with 3D criss-cross attention on clips (model ``ccnet3d``; the paper's "CCNet3D").
+class CCNet3d(CCNet):
+    """CCNet with 3D criss-cross attention on clips (model ``ccnet3d``; the paper's "CCNet3D"): the
+    same network as :class:`cca.models.CCNet` (same arguments) with :class:`~cca.models.heads.RCCAHead3d`.
 
     ``forward(x (N, 3, T, H, W))`` returns ``{"out": (N, K, T, H, W)}`` and, in training mode,
     ``"aux"`` ``(N, K, T, H, W)`` (per-frame auxiliary FCN head on res4) and ``"feat"``
-    ``(N, mid, T, h, w)`` (features after the 3D RCCA). Arguments as :class:`cca.models.CCNet`.
+    ``(N, mid, T, h, w)`` (features after the 3D RCCA, per frame through the ``ccl_channels`` projection
+    when set).
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "resnet101",
-        recurrence: int = 2,
-        pretrained: str | os.PathLike | None = None,
-        reduction: int = 8,
-        aux: bool = True,
-        mid_channels: int | None = None,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.backbone = build_backbone(backbone, pretrained)
-        self.head = RCCAHead3d(
-            self.backbone.out_channels,
-            num_classes,
-            recurrence=recurrence,
-            reduction=reduction,
-            mid_channels=mid_channels,
-            dropout=dropout,
-        )
-        self.aux_head = AuxHead(self.backbone.aux_channels, num_classes, dropout=dropout) if aux else None
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
+    head_type = RCCAHead3d
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         check_tensor("x", x, "(N, 3, T, H, W)", channels=3, owner=type(self).__name__)
@@ -65,5 +39,5 @@ class CCNet3d(nn.Module):
         if self.training:
             if self.aux_head is not None:
                 outputs["aux"] = _to_clips(upsample(self.aux_head(features["res4"]), (h, w)), n)
-            outputs["feat"] = _to_clips(feat, n)
+            outputs["feat"] = _to_clips(feat if self.ccl_projection is None else self.ccl_projection(feat), n)
         return outputs

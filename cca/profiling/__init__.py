@@ -5,10 +5,10 @@ latency; measurements only (returned as data; :mod:`cca.reports.efficiency` and 
 * :func:`peak_memory` ``(module, input_shape, method=...) -> dict``: forward + backward peak.
 * :func:`latency` ``(module, input_shape, mode=...) -> dict``: median after warm-up.
 * :func:`profile_block` ``(name, input_shape=(1, 512, 97, 97), recurrence=2, device="cpu") -> dict``;
-  CLI ``python -m cca.profile BLOCK``.
+  CLI ``python -m cca.profiling BLOCK``.
 * :func:`network_increment` ``(block, recurrence, backbone="resnet50", input_shape=(1, 3, 769, 769)) -> dict``:
   what a block adds to the whole segmentation network, the paper's methodology; CLI
-  ``python -m cca.profile --network resnet50 BLOCK``.
+  ``python -m cca.profiling --network resnet50 BLOCK``.
 * :mod:`cca.profiling.efficiency` (every block alone, scaling), :mod:`cca.profiling.variants` (non-local
   variants of 2018 for the memory investigation).
 """

@@ -84,7 +84,12 @@ def scaling(sides: Sequence[int], channels: int = SCALING_CHANNELS) -> pd.DataFr
                 "flops_method": flops["flops_method"],
             }
         )
-    frame = pd.DataFrame.from_records(rows)
+    return block_frame(rows)
+
+
+def block_frame(records: Sequence[dict]) -> pd.DataFrame:
+    """One row per measured block; ``recurrence`` as nullable ``Int64`` (empty for blocks without loops)."""
+    frame = pd.DataFrame.from_records(records)
     frame["recurrence"] = frame["recurrence"].astype("Int64")
     return frame
 

@@ -44,19 +44,18 @@ def _comparison_row(c: Comparison, paper: Paper, reports: Path) -> dict:
         verdict = "holds" if wins == len(rest) else ("does not hold" if wins == 0 else "holds in part")
         text = f"{c.better} {best.value:.2f} vs " + ", ".join(f"{k} {r.value:.2f}" for k, r in rest.items())
         return claim_row(c.claim_id, c.claim, paper_text, text, best.report, "full", best.hardware, verdict, c.command)
-    smoke = best is not None and best.scale == "smoke"
+    return _not_testable(c.claim_id, c.claim, paper_text, best, c.table, c.command)
+
+
+def _not_testable(claim_id: str, claim: str, paper_text: str, result, table: int, command: str) -> dict:
+    """The row of a claim without the full-scale results it needs (``result``: ours at any scale, or None)."""
+    smoke = result is not None and result.scale == "smoke"
     text = "smoke run only: the pipeline runs end to end; no full-scale result" if smoke else "no result yet"
+    scale, hardware = (result.scale, result.hardware) if result else ("", "")
     return claim_row(
-        c.claim_id,
-        c.claim,
-        paper_text,
-        text,
-        f"table{c.table}.md",
-        best.scale if best else "",
-        best.hardware if best else "",
-        "not testable here",
-        f"{c.command}  (needs {GPU_TRAINING})",
-    )
+        claim_id, claim, paper_text, text, f"table{table}.md", scale, hardware, "not testable here",
+        f"{command}  (needs {GPU_TRAINING})",
+    )  # fmt: skip
 
 
 def _full(table: int, data: str, extra: str = "") -> str:
@@ -188,20 +187,7 @@ def _sota_rows(paper: Paper, reports: Path) -> list[dict]:
                 )
             )
             continue
-        text = "smoke run only: the pipeline runs end to end; no full-scale result" if mine else "no result yet"
-        rows.append(
-            claim_row(
-                claim_id,
-                claim,
-                paper.claim(name),
-                text,
-                f"table{table}.md",
-                mine.scale if mine else "",
-                mine.hardware if mine else "",
-                "not testable here",
-                f"{_full(table, data, extra)}  (needs {GPU_TRAINING})",
-            )
-        )
+        rows.append(_not_testable(claim_id, claim, paper.claim(name), mine, table, _full(table, data, extra)))
     return rows
 
 

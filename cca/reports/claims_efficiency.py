@@ -100,6 +100,21 @@ def claim_row(claim_id, claim, paper, ours_text, report, scale, hardware, verdic
     )
 
 
+def _table5_row(
+    claim_id: str,
+    claim: str,
+    paper_text: str,
+    command: str,
+    result: Evidence | None = None,
+    text: str = "no full-scale table 5 yet",
+    verdict: str = "not testable here",
+) -> dict:
+    """A claim on table 5: measured (``result`` at full scale, ``text``, ``verdict``) or not testable yet."""
+    if result is None:
+        return claim_row(claim_id, claim, paper_text, text, "table5.md", "", "", "not testable here", command)
+    return claim_row(claim_id, claim, paper_text, text, result.report, result.scale, result.hardware, verdict, command)
+
+
 def efficiency_rows(paper: Paper, reports: Path) -> list[dict]:
     command = "nox -s reproduce_table5 -- --scale full  (CPU, fake tensors; --device cuda measures a GPU)"
     nl_mem, r2_mem = (ours(reports, 5, key, "memory_increment_mb") for key in ("nonlocal", "rcca_r2"))
@@ -107,6 +122,8 @@ def efficiency_rows(paper: Paper, reports: Path) -> list[dict]:
     ratio = ours(reports, 5, "ratio", "memory_ratio")
     reduction = ours(reports, 5, "ratio", "flops_reduction_pct")
     rows = []
+    memory = ("memory_11x", "RCCA uses 11x less GPU memory than the non-local block", paper.claim("rcca_vs_nonlocal_memory_ratio"))
+    flops = ("flops_85pct", "RCCA reduces FLOPs by about 85% against the non-local block", paper.claim("rcca_vs_nonlocal_flops_reduction"))
     target = paper.claims.loc[paper.claims["claim"] == "rcca_vs_nonlocal_memory_ratio", "value"]
     if ratio is not None and ratio.scale == "full" and len(target):
         goal = float(target.iloc[0])
@@ -130,33 +147,9 @@ def efficiency_rows(paper: Paper, reports: Path) -> list[dict]:
             text += "; other assumptions (table5.md): " + ", ".join(variants)
         if verdict == "holds in part":
             text += f". RCCA needs far less memory, but not {goal:g}x"
-        rows.append(
-            claim_row(
-                "memory_11x",
-                "RCCA uses 11x less GPU memory than the non-local block",
-                paper.claim("rcca_vs_nonlocal_memory_ratio"),
-                text,
-                ratio.report,
-                ratio.scale,
-                ratio.hardware,
-                verdict,
-                command,
-            )
-        )
+        rows.append(_table5_row(*memory, command, ratio, text, verdict))
     else:
-        rows.append(
-            claim_row(
-                "memory_11x",
-                "RCCA uses 11x less GPU memory than the non-local block",
-                paper.claim("rcca_vs_nonlocal_memory_ratio"),
-                "no full-scale table 5 yet",
-                "table5.md",
-                "",
-                "",
-                "not testable here",
-                command,
-            )
-        )
+        rows.append(_table5_row(*memory, command))
     target = paper.claims.loc[paper.claims["claim"] == "rcca_vs_nonlocal_flops_reduction", "value"]
     if reduction is not None and reduction.scale == "full" and len(target):
         goal = float(target.iloc[0])
@@ -164,33 +157,9 @@ def efficiency_rows(paper: Paper, reports: Path) -> list[dict]:
         text = f"{reduction.value:.1f}% fewer FLOPs" + (
             f" (+NL {nl_fl.value:.1f} vs +RCCA R=2 {r2_fl.value:.2f} GFLOPs)" if nl_fl and r2_fl else ""
         )
-        rows.append(
-            claim_row(
-                "flops_85pct",
-                "RCCA reduces FLOPs by about 85% against the non-local block",
-                paper.claim("rcca_vs_nonlocal_flops_reduction"),
-                text,
-                reduction.report,
-                reduction.scale,
-                reduction.hardware,
-                verdict,
-                command,
-            )
-        )
+        rows.append(_table5_row(*flops, command, reduction, text, verdict))
     else:
-        rows.append(
-            claim_row(
-                "flops_85pct",
-                "RCCA reduces FLOPs by about 85% against the non-local block",
-                paper.claim("rcca_vs_nonlocal_flops_reduction"),
-                "no full-scale table 5 yet",
-                "table5.md",
-                "",
-                "",
-                "not testable here",
-                command,
-            )
-        )
+        rows.append(_table5_row(*flops, command))
     for key, label, paper_row in (("nonlocal", "+NL", "+NL (one block)"), ("rcca_r2", "+RCCA (R=2)", "+RCCA (R=2)")):
         for metric, unit, paper_metric in (
             ("gflops_increment", "GFLOPs", "GFLOPs"),
@@ -199,33 +168,11 @@ def efficiency_rows(paper: Paper, reports: Path) -> list[dict]:
             mine, goal = ours(reports, 5, key, metric), paper.value("efficiency", paper_row, paper_metric)
             claim = f"{label} adds {paper.text('efficiency', paper_row, paper_metric)} {unit} to the ResNet-50 network"
             if mine is None or goal is None or mine.scale != "full":
-                rows.append(
-                    claim_row(
-                        f"{key}_{metric}",
-                        claim,
-                        f"{paper.text('efficiency', paper_row, paper_metric)} {unit} (secondary)",
-                        "not measured at full scale yet",
-                        "table5.md",
-                        "",
-                        "",
-                        "not testable here",
-                        command,
-                    )
-                )
+                paper_text = f"{paper.text('efficiency', paper_row, paper_metric)} {unit} (secondary)"
+                rows.append(_table5_row(f"{key}_{metric}", claim, paper_text, command, text="not measured at full scale yet"))
                 continue
             rel = mine.value / goal - 1
             verdict = "holds" if abs(rel) <= TOLERANCE else "does not hold"
-            rows.append(
-                claim_row(
-                    f"{key}_{metric}",
-                    claim,
-                    f"{goal:g} {unit} (secondary, summary A)",
-                    f"{mine.value:.1f} {unit} ({rel:+.0%})",
-                    mine.report,
-                    mine.scale,
-                    mine.hardware,
-                    verdict,
-                    command,
-                )
-            )
+            text = f"{mine.value:.1f} {unit} ({rel:+.0%})"
+            rows.append(_table5_row(f"{key}_{metric}", claim, f"{goal:g} {unit} (secondary, summary A)", command, mine, text, verdict))
     return rows

@@ -94,6 +94,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def efficiency_table(results: list[dict], paper: pd.DataFrame) -> pd.DataFrame:
     """One row per measured block: ours, the paper's (with confidence) and the non-local / block ratios."""
+    from cca.profiling.efficiency import block_frame
+
     nonlocal_result = next(r for r in results if r["block"] == "nonlocal")
     p_nl_gflops, _ = _paper_lookup(paper, "nonlocal", None, "gflops")
     p_nl_memory, _ = _paper_lookup(paper, "nonlocal", None, "memory_mb")
@@ -137,9 +139,7 @@ def efficiency_table(results: list[dict], paper: pd.DataFrame) -> pd.DataFrame:
                 "cca_backend": r["cca_backend"],
             }
         )
-    frame = pd.DataFrame.from_records(records)
-    frame["recurrence"] = frame["recurrence"].astype("Int64")
-    return frame
+    return block_frame(records)
 
 
 def plot_scaling(frame: pd.DataFrame, out_dir: Path) -> dict:

@@ -128,18 +128,7 @@ def compare(paper: pd.DataFrame, ours: Mapping[str, OursResult], metrics: Sequen
             return {"ours_row": key, "ours": None, "diff": None, "status": NOT_RUN}
         value = result.metrics.get(metric)
         value = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-        diff = value - reference if value is not None and reference is not None else None
-        return {
-            "ours_row": key,
-            "ours": value,
-            "diff": diff,
-            "status": result.status if value is not None or result.status != "done" else "done (metric not produced)",
-            "scale": result.scale,
-            "dataset": result.dataset,
-            "hardware": result.hardware,
-            "commit": result.commit,
-            "command": result.command or command,
-        }
+        return _our_columns(key, result, value, reference, command)
 
     for _, prow in paper.iterrows():
         row = prow.to_dict()
@@ -178,15 +167,7 @@ def compare(paper: pd.DataFrame, ours: Mapping[str, OursResult], metrics: Sequen
                     "paper_text": "",
                     "confidence": "",
                     "source": NOT_IN_PAPER,
-                    "ours_row": key,
-                    "ours": None if value is None else float(value),
-                    "diff": None,
-                    "status": result.status if value is not None or result.status != "done" else "done (metric not produced)",
-                    "scale": result.scale,
-                    "dataset": result.dataset,
-                    "hardware": result.hardware,
-                    "commit": result.commit,
-                    "command": result.command or command,
+                    **_our_columns(key, result, None if value is None else float(value), None, command),
                 }
             )
     frame = pd.DataFrame(lines)
@@ -195,6 +176,21 @@ def compare(paper: pd.DataFrame, ours: Mapping[str, OursResult], metrics: Sequen
             frame[column] = None
     frame = frame[[*COLUMNS, "paper_text"]].astype(object)
     return frame.where(frame.notna(), None)  # missing stays None (not NaN) in every column
+
+
+def _our_columns(key: str, result: Any, value: float | None, reference: float | None, command: str) -> dict[str, Any]:
+    """The columns of our result ``result`` (row ``key``) for one metric ``value``, against the paper's ``reference``."""
+    return {
+        "ours_row": key,
+        "ours": value,
+        "diff": value - reference if value is not None and reference is not None else None,
+        "status": result.status if value is not None or result.status != "done" else "done (metric not produced)",
+        "scale": result.scale,
+        "dataset": result.dataset,
+        "hardware": result.hardware,
+        "commit": result.commit,
+        "command": result.command or command,
+    }
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:

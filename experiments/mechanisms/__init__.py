@@ -5,7 +5,9 @@
 * :mod:`.stacking`: row-then-column attention (+HV, +HV&VH) vs criss-cross R=2;
 * :mod:`.gamma_init`: gamma initialised to 0 (the paper) vs 1, curves.
 
-Shared pieces: :mod:`.settings` (one settings type, variants, the paper's values), :mod:`.model`,
-:mod:`.training` (resumable runs, worker processes), :mod:`.stats` (intervals, claims rows),
-:mod:`.common` (command line, figures). ``experiments/longrange.py`` uses the same pieces.
+Each entry declares one :class:`.common.Study` (settings, variants, report writer); shared pieces:
+:mod:`.settings` (the engine's config extended with the task and model, variants, the paper's values),
+:mod:`.model`, :mod:`.training` (resumable runs, worker processes), :mod:`.stats` (intervals, claims
+rows), :mod:`.common` (the study driver and command line, figures, publication).
+``experiments/longrange.py`` uses the same pieces.
 """

@@ -3,7 +3,7 @@
     python -m experiments.mechanisms                          # all four, 2 workers
     python -m experiments.mechanisms stacking gamma_init --workers 4
 
-Jobs go in the order the experiments are named, seed by seed; each experiment's ``LATE_ARMS`` come
+Jobs go in the order the experiments are named, seed by seed; each study's ``late_arms`` come
 after every other job. Runs done before are read back (same keys as the single-experiment commands).
 """
 
@@ -36,15 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; expected any of {EXPERIMENTS}")
     os.chdir(ROOT)
-    modules = [importlib.import_module(f"experiments.mechanisms.{name}") for name in args.experiments or EXPERIMENTS]
-    plans = [common.planned_jobs(m, m.SETTINGS, args.runs) for m in modules]
+    studies = [importlib.import_module(f"experiments.mechanisms.{name}").STUDY for name in args.experiments or EXPERIMENTS]
+    plans = [study.plan(study.settings, args.runs) for study in studies]
     early = [(i, item) for i, (e, _) in enumerate(plans) for item in e]
     late = [(i, item) for i, (_, lt) in enumerate(plans) for item in lt]
     ordered = early + late
     results = common.run_named([item for _, item in ordered], args.workers, args.force)
-    for i, module in enumerate(modules):
+    for i, study in enumerate(studies):
         mine = [r for (j, _), r in zip(ordered, results, strict=True) if j == i]
-        print(f"wrote {module.report(module.SETTINGS, module.arms(), mine, args.reports)}")
+        print(f"wrote {study.report(study.settings, mine, args.reports)}")
     return 0
 
 

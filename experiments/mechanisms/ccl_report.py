@@ -8,19 +8,10 @@ from typing import Any
 import pandas as pd
 
 from experiments.mechanisms import common
-from experiments.mechanisms.settings import MechanismSettings, Variant, paper_quote, paper_setting, paper_value
-from experiments.mechanisms.stats import (
-    claim,
-    difference_interval,
-    fisher_exact_p,
-    mean_std,
-    publish,
-    runs_frame,
-    succeeded,
-    summarise,
-)
+from experiments.mechanisms.common import Results
+from experiments.mechanisms.settings import MechanismSettings, paper_quote, paper_setting, paper_value
+from experiments.mechanisms.stats import difference_interval, fisher_exact_p, mean_std, runs_frame, succeeded, summarise
 
-NAME = "mechanism_ccl"
 WINDOW = (50, 200)  # the train rows of this iteration window: the blob is found, its class not yet learned
 
 
@@ -187,12 +178,9 @@ def findings(
     return "\n".join(lines)
 
 
-def write(
-    settings: MechanismSettings, variants: dict[str, Variant], results: list[dict[str, Any]], reports: Path
-) -> Path:
-    from experiments.mechanisms.ccl_stability import SUCCESS_MIOU_PCT as threshold  # noqa: I001
-    from cca.reports.render import Report
-
+def write(study: common.Study, settings: MechanismSettings, results: Results, reports: Path) -> Path:
+    variants = study.arms()
+    threshold = study.success_miou_pct
     names = list(variants)
     labels = {n: v.label for n, v in variants.items()}
     summary = summarise(results, names, labels, threshold)
@@ -229,16 +217,8 @@ def write(
     p_proj = fisher_exact_p(*wins["ccl_piecewise"], *wins["ccl_piecewise_on_features"])
     diag = diagnosis(results, names, threshold)
     delta_v, delta_d = float(paper_setting("ccl_delta_v")), float(paper_setting("ccl_delta_d"))
-    prov = common.provenance_now()
-    command = "nox -s mechanism_ccl"
-    png = reports / f"{NAME}.png"
-    common.bar_figure(
-        results,
-        names,
-        png,
-        "CCL stability on the long-range task (bars: mean, whiskers: 95% t interval, dots: seeds)",
-        threshold,
-    )
+    title = "CCL stability on the long-range task (bars: mean, whiskers: 95% t interval, dots: seeds)"
+    png = common.bar_figure(results, names, reports / f"{study.name}.png", title, threshold)
     form_verdict = (
         "holds"
         if wins["ccl_piecewise"][0] > wins["ccl_quadratic"][0] and p_form < 0.05
@@ -286,11 +266,29 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
             "seconds",
         ],
     )
-    report = Report(
+    piecewise, quadratic = wins["ccl_piecewise"], wins["ccl_quadratic"]
+    claims = [
+        (
+            "ccl_piecewise_reliable",
+            "the CCL with the piecewise distance trains successfully more often than with the quadratic one",
+            f"{piece_paper['value']} vs {quad_paper['value']}",
+            f"{piecewise[0]}/{piecewise[1]} vs {quadratic[0]}/{quadratic[1]} (Fisher p={p_form:.2f})",
+            form_verdict,
+        ),
+        (
+            "ccl_helps",
+            "the category consistent loss improves mIoU",
+            gain_paper,
+            f"{gain:+.1f} mIoU [{gain_lo:+.1f}, {gain_hi:+.1f}] (interval far wider than the paper's gain)",
+            "holds" if gain_lo > 0 else ("does not hold" if gain_hi < 0 else "not testable here"),
+        ),
+    ]
+    return study.publish(
+        reports,
+        summary,
+        per_run,
+        claims,
         title="CCL stability: piecewise vs quadratic distance over 10 seeds (mechanism test on CPU)",
-        provenance=prov,
-        regenerate=command,
-        scale="cpu-mechanism",
         summary=summary_text,
         tables=[
             ("Successes and val mIoU per variant", table),
@@ -300,26 +298,3 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
         sections=[("Why a CCL run fails: what the runs show", found)],
         figures=[("val mIoU per variant and seed", png.name)],
     )
-    rows = [
-        claim(
-            "ccl_piecewise_reliable",
-            "the CCL with the piecewise distance trains successfully more often than with the quadratic one",
-            f"{piece_paper['value']} vs {quad_paper['value']}",
-            f"{wins['ccl_piecewise'][0]}/{wins['ccl_piecewise'][1]} vs {wins['ccl_quadratic'][0]}/{wins['ccl_quadratic'][1]} (Fisher p={p_form:.2f})",
-            NAME,
-            prov,
-            form_verdict,
-            command,
-        ),
-        claim(
-            "ccl_helps",
-            "the category consistent loss improves mIoU",
-            gain_paper,
-            f"{gain:+.1f} mIoU [{gain_lo:+.1f}, {gain_hi:+.1f}] (interval far wider than the paper's gain)",
-            NAME,
-            prov,
-            "holds" if gain_lo > 0 else ("does not hold" if gain_hi < 0 else "not testable here"),
-            command,
-        ),
-    ]
-    return publish(report, reports, NAME, summary, per_run, rows)

@@ -15,26 +15,15 @@ Report: ``reports/mechanism_ccl.md`` / ``.csv`` / ``.png``; claims: ``reports/cl
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from experiments.mechanisms.common import Study
+from experiments.mechanisms.settings import MechanismSettings, Variant, ccl_feature_dim
 
-from experiments.mechanisms.settings import MechanismSettings, Variant, ccl_feature_dim  # noqa: E402
-
-LATE_ARMS = ("ccl_piecewise_on_features", "ccl_piecewise_batch_centres")  # diagnosis arms: trained after the others,
-LATE_SEEDS = tuple(range(5))  # on the first five seeds
-
-NAME = "mechanism_ccl"
-# Success, fixed before any run: val mIoU >= 90% and no NaN/inf loss. Chance (blob found, class guessed)
-# is about 33% mIoU on this task, a solved run about 100%: 90 sits far from both.
-SUCCESS_MIOU_PCT = 90.0
-SETTINGS = MechanismSettings(batch_size=8, iterations=400, seeds=tuple(range(10)))
+LATE_ARMS = ("ccl_piecewise_on_features", "ccl_piecewise_batch_centres")  # diagnosis arms
 
 
 def arms() -> dict[str, Variant]:
-    """The three arms of the paper's comparison, then the diagnosis arm (trained after them)."""
+    """The three arms of the paper's comparison, then the diagnosis arms (trained after them)."""
     dim = ccl_feature_dim()
     return {
         "r2": Variant("RCCA R=2, no CCL"),
@@ -56,17 +45,21 @@ def arms() -> dict[str, Variant]:
     }
 
 
-def report(settings: MechanismSettings, arms: dict[str, Variant], results: list, reports: Path) -> Path:
-    from experiments.mechanisms.ccl_report import write
+STUDY = Study(
+    module="ccl_stability",
+    name="mechanism_ccl",
+    doc=__doc__,
+    settings=MechanismSettings(batch_size=8, iterations=400, seeds=tuple(range(10))),
+    variants=arms,
+    writer="experiments.mechanisms.ccl_report:write",
+    # Success, fixed before any run: val mIoU >= 90% and no NaN/inf loss. Chance (blob found, class guessed)
+    # is about 33% mIoU on this task, a solved run about 100%: 90 sits far from both.
+    success_miou_pct=90.0,
+    late_arms=LATE_ARMS,
+    late_seeds=tuple(range(5)),  # the diagnosis arms run on the first five seeds
+)
 
-    return write(settings, arms, results, reports)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from experiments.mechanisms import common
-
-    return common.experiment_main(sys.modules[__name__], "python -m experiments.mechanisms.ccl_stability", argv)
-
+main = STUDY.main
 
 if __name__ == "__main__":
     sys.exit(main())

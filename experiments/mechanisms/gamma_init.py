@@ -14,40 +14,27 @@ Report: ``reports/mechanism_gamma.md``.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from experiments.mechanisms.common import Study
+from experiments.mechanisms.settings import MechanismSettings, Variant
 
-from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: E402
-
-NAME = "mechanism_gamma"
 SUCCESS_MIOU_PCT = 90.0  # "learned": val mIoU >= 90% at two evaluations in a row
-SETTINGS = MechanismSettings(
-    batch_size=8, seeds=tuple(range(5)), iterations=800, eval_every=50, stop_miou_pct=SUCCESS_MIOU_PCT
+STUDY = Study(
+    module="gamma_init",
+    name="mechanism_gamma",
+    doc=__doc__,
+    settings=MechanismSettings(
+        batch_size=8, seeds=tuple(range(5)), iterations=800, eval_every=50, stop_miou_pct=SUCCESS_MIOU_PCT
+    ),
+    variants={
+        "gamma0": Variant("RCCA R=2, gamma init 0 (paper)", gamma_init=0.0),
+        "gamma1": Variant("RCCA R=2, gamma init 1", gamma_init=1.0),
+    },
+    writer="experiments.mechanisms.reports:write_gamma",
+    success_miou_pct=SUCCESS_MIOU_PCT,
 )
-VARIANTS = {
-    "gamma0": Variant("RCCA R=2, gamma init 0 (paper)", gamma_init=0.0),
-    "gamma1": Variant("RCCA R=2, gamma init 1", gamma_init=1.0),
-}
 
-
-def arms() -> dict[str, Variant]:
-    return dict(VARIANTS)
-
-
-def report(settings: MechanismSettings, arms: dict[str, Variant], results: list, reports: Path) -> Path:
-    from experiments.mechanisms.reports import write_gamma
-
-    return write_gamma(settings, arms, results, reports)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from experiments.mechanisms import common
-
-    return common.experiment_main(sys.modules[__name__], "python -m experiments.mechanisms.gamma_init", argv)
-
+main = STUDY.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,16 +8,9 @@ from typing import Any
 import pandas as pd
 
 from experiments.mechanisms import common
+from experiments.mechanisms.common import Results
 from experiments.mechanisms.settings import MechanismSettings, Variant, paper_quote
-from experiments.mechanisms.stats import (
-    claim,
-    difference_interval,
-    mean_std,
-    publish,
-    runs_frame,
-    summarise,
-    t_interval,
-)
+from experiments.mechanisms.stats import difference_interval, mean_std, runs_frame, summarise, t_interval
 
 
 def _table(summary: pd.DataFrame, paper: dict[str, str] | None = None) -> pd.DataFrame:
@@ -47,25 +40,22 @@ def _miou(results: list[dict[str, Any]], name: str) -> list[float]:
     return [float(r["miou"]) for r in results if r["name"] == name]
 
 
-# ----------------------------------------------------------------------------------------- stacking
-def write_stacking(
-    settings: MechanismSettings, variants: dict[str, Variant], results: list[dict[str, Any]], reports: Path
-) -> Path:
-    from cca.reports.render import Report
-    from experiments.mechanisms.stacking import NAME, SUCCESS_MIOU_PCT
-
+def _bars(
+    study: common.Study, variants: dict[str, Variant], results: list[dict[str, Any]], reports: Path, title: str
+) -> tuple[pd.DataFrame, str]:
+    """The per-variant summary (successes at the study's threshold) and the bar figure's file name."""
     names = list(variants)
-    summary = summarise(results, names, {n: v.label for n, v in variants.items()}, SUCCESS_MIOU_PCT)
-    prov = common.provenance_now()
-    command = "nox -s mechanism_stacking"
-    png = reports / f"{NAME}.png"
-    common.bar_figure(
-        results,
-        names,
-        png,
-        "Row/column stacking vs criss-cross R=2 (long-range task; whiskers: 95% t interval)",
-        SUCCESS_MIOU_PCT,
-    )
+    summary = summarise(results, names, {n: v.label for n, v in variants.items()}, study.success_miou_pct)
+    png = common.bar_figure(results, names, reports / f"{study.name}.png", title, study.success_miou_pct)
+    return summary, png.name
+
+
+# ----------------------------------------------------------------------------------------- stacking
+def write_stacking(study: common.Study, settings: MechanismSettings, results: Results, reports: Path) -> Path:
+    variants = study.arms()
+    names = list(variants)
+    title = "Row/column stacking vs criss-cross R=2 (long-range task; whiskers: 95% t interval)"
+    summary, png = _bars(study, variants, results, reports, title)
     diffs = {n: difference_interval(_miou(results, n), _miou(results, "r2")) for n in names if n != "r2"}
     diff_text = "; ".join(f"`{n}` minus `r2`: {d:+.1f} [{lo:+.1f}, {hi:+.1f}]" for n, (d, lo, hi) in diffs.items())
     paper_rows = {"r2": paper_quote("context", "+RCCA (R=2)", "mIoU")}
@@ -85,7 +75,7 @@ def write_stacking(
 **Paper**: the context table has +HV and +HV&VH rows beside +RCCA (R=2) ({paper_rows["r2"]}); their values are not in our
 sources, so the comparison here is with the mechanism: both reach every pixel in two steps.
 
-**Measured** ({len(settings.seeds)} seeds each; success: val mIoU >= {SUCCESS_MIOU_PCT:g}% and no NaN/inf loss):
+**Measured** ({len(settings.seeds)} seeds each; success: val mIoU >= {study.success_miou_pct:g}% and no NaN/inf loss):
 differences of mean val mIoU with 95% Welch intervals: {diff_text}. In words: {verdict_text}.
 """
     notes = [
@@ -94,37 +84,24 @@ differences of mean val mIoU with 95% Welch intervals: {diff_text}. In words: {v
         "+HV&VH: the row-then-column and column-then-row paths with their own weights, outputs summed. R=2 shares one criss-cross block over its two loops.",
         "The `r2` runs are the same runs as the CCL study's `r2` (seeds 0-4, same settings: trained once).",
     ]
-    per_run = runs_frame(results, ["miou", "diverged", "gamma", "seconds"])
-    report = Report(
+    all_succeed = all(float(r["successes"]) == float(r["seeds"]) for _, r in summary.iterrows())
+    claims = [(
+        "context_hv_vs_rcca",
+        "row-then-column attention (+HV, +HV&VH) and criss-cross R=2 both give every pixel full-image context",
+        "values of the +HV rows not in our sources",
+        diff_text,
+        "holds" if all_succeed else "holds in part",
+    )]  # fmt: skip
+    return study.publish(
+        reports,
+        summary,
+        runs_frame(results, ["miou", "diverged", "gamma", "seconds"]),
+        claims,
         title="Row/column stacking (+HV, +HV&VH) vs criss-cross R=2 (mechanism test on CPU)",
-        provenance=prov,
-        regenerate=command,
-        scale="cpu-mechanism",
         summary=summary_text,
         tables=[("val mIoU per variant", _table(summary, paper_rows))],
         notes=notes,
-        figures=[("val mIoU per variant and seed", png.name)],
-    )
-    return publish(
-        report,
-        reports,
-        NAME,
-        summary,
-        per_run,
-        [
-            claim(
-                "context_hv_vs_rcca",
-                "row-then-column attention (+HV, +HV&VH) and criss-cross R=2 both give every pixel full-image context",
-                "values of the +HV rows not in our sources",
-                diff_text,
-                NAME,
-                prov,
-                "holds"
-                if all(float(r["successes"]) == float(r["seeds"]) for _, r in summary.iterrows())
-                else "holds in part",
-                command,
-            )
-        ],
+        figures=[("val mIoU per variant and seed", png)],
     )
 
 
@@ -195,15 +172,12 @@ def _stalled_gamma_note(runs: list[dict[str, Any]]) -> str:
     )
 
 
-def write_gamma(
-    settings: MechanismSettings, variants: dict[str, Variant], results: list[dict[str, Any]], reports: Path
-) -> Path:
-    from cca.reports.render import Report
-    from experiments.mechanisms.gamma_init import NAME, SUCCESS_MIOU_PCT
-
+def write_gamma(study: common.Study, settings: MechanismSettings, results: Results, reports: Path) -> Path:
+    variants = study.arms()
+    threshold = study.success_miou_pct
     names = list(variants)
     for r in results:
-        r["iterations_to_learn"] = iterations_to_learn(r, SUCCESS_MIOU_PCT)
+        r["iterations_to_learn"] = iterations_to_learn(r, threshold)
     rows = []
     for name in names:
         part = [r for r in results if r["name"] == name]
@@ -255,14 +229,11 @@ def write_gamma(
     else:
         slow = f"with gamma = 0 no seed learns within {settings.iterations} iterations; with gamma = 1, {g1['learned']}/{g1['seeds']} learn after {g1['iters_to_learn_mean'] or float('nan'):.0f} on average: the paper's init slows it at least {settings.iterations / (g1['iters_to_learn_mean'] or float('nan')):.1f}x (final gamma {g0['final_gamma_mean']:.3f} vs {g1['final_gamma_mean']:.3f})"
         verdict = "does not hold"
-    prov = common.provenance_now()
-    command = "nox -s mechanism_gamma"
-    png = reports / f"{NAME}.png"
-    _curves_figure(settings, variants, results, png, SUCCESS_MIOU_PCT)
+    png = _curves_figure(settings, variants, results, reports / f"{study.name}.png", threshold)
     summary_text = f"""
 **Question**: the paper initialises RCCA's residual weight gamma to 0 (the block starts as the identity). On the long-range
 task, whose labels need two hops (cue -> a pixel in the cue's column and the blob's row -> the blob), does R=2 still learn,
-and how many iterations does it need? "Learned": val mIoU >= {SUCCESS_MIOU_PCT:g}% at two evaluations in a row
+and how many iterations does it need? "Learned": val mIoU >= {threshold:g}% at two evaluations in a row
 (every {settings.eval_every} iterations, at most {settings.iterations}).
 
 **Measured** ({len(settings.seeds)} seeds each): {slow}.
@@ -274,63 +245,37 @@ and how many iterations does it need? "Learned": val mIoU >= {SUCCESS_MIOU_PCT:g
         "A run stops once learned, so the curves end at different iterations.",
         _stalled_gamma_note([r for r in results if r["name"] == "gamma0"]),
     ]
-    per_run = runs_frame(results, ["miou", "iterations_to_learn", "iterations_run", "gamma", "seconds"])
-    report = Report(
+    claims = [(
+        "rcca_gamma_zero_init_learns",
+        "RCCA R=2 with gamma initialised to 0 (the paper's init) learns full-image (two-hop) context",
+        "gamma = 0 at init (design; no accuracy figure)",
+        slow,
+        verdict,
+    )]  # fmt: skip
+    return study.publish(
+        reports,
+        summary,
+        runs_frame(results, ["miou", "iterations_to_learn", "iterations_run", "gamma", "seconds"]),
+        claims,
         title="The zero-initialised gamma: does R=2 learn two-hop context, and how fast? (mechanism test on CPU)",
-        provenance=prov,
-        regenerate=command,
-        scale="cpu-mechanism",
         summary=summary_text,
         tables=[("Iterations to learn", table)],
         notes=notes,
         figures=[("val mIoU and gamma vs iteration", png.name)],
     )
-    return publish(
-        report,
-        reports,
-        NAME,
-        summary,
-        per_run,
-        [
-            claim(
-                "rcca_gamma_zero_init_learns",
-                "RCCA R=2 with gamma initialised to 0 (the paper's init) learns full-image (two-hop) context",
-                "gamma = 0 at init (design; no accuracy figure)",
-                slow,
-                NAME,
-                prov,
-                verdict,
-                command,
-            )
-        ],
-    )
 
 
 # ------------------------------------------------------------------------------------------- video
-def write_video(
-    settings: MechanismSettings, variants: dict[str, Variant], results: list[dict[str, Any]], reports: Path
-) -> Path:
-    from cca.reports.render import Report
-    from experiments.mechanisms.video_context import NAME, SUCCESS_MIOU_PCT
-
-    names = list(variants)
-    summary = summarise(results, names, {n: v.label for n, v in variants.items()}, SUCCESS_MIOU_PCT)
+def write_video(study: common.Study, settings: MechanismSettings, results: Results, reports: Path) -> Path:
+    variants = study.arms()
+    title = "Temporal-cue clips: 2D per frame vs 3D criss-cross T=1 / T=5 (whiskers: 95% t interval)"
+    summary, png = _bars(study, variants, results, reports, title)
     paper = {
         "ccnet3d_t1": paper_quote("camvid", "CCNet3D (T=1)", "mIoU"),
         "ccnet3d_t5": paper_quote("camvid", "CCNet3D (T=5)", "mIoU"),
     }
     d, lo, hi = difference_interval(_miou(results, "ccnet3d_t5"), _miou(results, "ccnet3d_t1"))
     d2, lo2, hi2 = difference_interval(_miou(results, "ccnet3d_t5"), _miou(results, "per_frame_2d"))
-    prov = common.provenance_now()
-    command = "nox -s mechanism_video"
-    png = reports / f"{NAME}.png"
-    common.bar_figure(
-        results,
-        names,
-        png,
-        "Temporal-cue clips: 2D per frame vs 3D criss-cross T=1 / T=5 (whiskers: 95% t interval)",
-        SUCCESS_MIOU_PCT,
-    )
     verdict = "holds" if lo > 0 else "does not hold"
     summary_text = f"""
 **Claim** (paper, CamVid test): CCNet3D with T=5 frames beats T=1: {paper["ccnet3d_t5"]} vs {paper["ccnet3d_t1"]} mIoU.
@@ -346,33 +291,21 @@ The time axis of the 3D criss-cross attention carries the evidence: **{verdict}*
         "the 2D variant applies `RCCA` to each frame alone; T=1 feeds the centre frame only. The loss and mIoU use the centre frame.",
         "This tiny segmenter stands for CCNet3D's head (3D RCCA R=2 on per-frame features); it is not the ResNet-101 network.",
     ]
-    per_run = runs_frame(results, ["miou", "diverged", "seconds"])
-    report = Report(
+    claims = [(
+        "video_3d_context",
+        "3D criss-cross attention over T=5 frames beats T=1 (temporal context helps)",
+        f"{paper['ccnet3d_t5']} vs {paper['ccnet3d_t1']}",
+        f"T=5 minus T=1: {d:+.1f} mIoU [{lo:+.1f}, {hi:+.1f}]",
+        verdict,
+    )]  # fmt: skip
+    return study.publish(
+        reports,
+        summary,
+        runs_frame(results, ["miou", "diverged", "seconds"]),
+        claims,
         title="3D criss-cross context for video: T=1 vs T=5 (mechanism test on CPU)",
-        provenance=prov,
-        regenerate=command,
-        scale="cpu-mechanism",
         summary=summary_text,
         tables=[("val mIoU (centre frame) per variant", _table(summary, paper))],
         notes=notes,
-        figures=[("val mIoU per variant and seed", png.name)],
-    )
-    return publish(
-        report,
-        reports,
-        NAME,
-        summary,
-        per_run,
-        [
-            claim(
-                "video_3d_context",
-                "3D criss-cross attention over T=5 frames beats T=1 (temporal context helps)",
-                f"{paper['ccnet3d_t5']} vs {paper['ccnet3d_t1']}",
-                f"T=5 minus T=1: {d:+.1f} mIoU [{lo:+.1f}, {hi:+.1f}]",
-                NAME,
-                prov,
-                verdict,
-                command,
-            )
-        ],
+        figures=[("val mIoU per variant and seed", png)],
     )

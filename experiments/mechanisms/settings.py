@@ -1,10 +1,14 @@
-"""The one settings type of the CPU mechanism experiments, the variant description, and the paper's values.
+"""The settings of the CPU mechanism experiments, the variant description, and the paper's values.
 
-:class:`MechanismSettings` holds task, model and training (read top to bottom); :class:`Variant` says
-which context block a run uses and what is added to it (gamma at init, the category consistent loss,
-the clip length). The paper's values are read from ``experiments/paper/`` (``tables_tpami.csv``,
-``settings_tpami.csv``; the shared copy ``../shared/paper/`` when the project's is not there yet),
-never typed here.
+:class:`MechanismSettings` extends the engine's :class:`~cca.engine.config.ExperimentConfig` (the one
+settings type, parsed by :mod:`cca.engine.parsing`) with the synthetic task and the tiny model; it
+reuses the engine's training fields (``iterations``, ``batch_size``, ``lr``, ``ccl_weight``,
+``log_every``, ``eval_every``, ``checkpoint_every``). :class:`Variant` says which context block a run
+uses and what is added to it (gamma at init, the category consistent loss, the clip length). A run's
+identity (:func:`run_key`, the name of its directory under ``runs/mechanisms/``) hashes
+:meth:`MechanismSettings.identity`. The paper's values are read from ``experiments/paper/``
+(``tables_tpami.csv``, ``settings_tpami.csv``; the shared copy ``../shared/paper/`` when the
+project's is not there yet), never typed here.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from cca.engine.config import ExperimentConfig, require
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER_DIRS = (ROOT / "experiments" / "paper", ROOT.parent / "shared" / "paper", ROOT.parents[1] / "shared" / "paper")
@@ -24,12 +30,24 @@ TASKS = ("long_range", "temporal_cue")
 BLOCKS = ("none", "rcca", "nonlocal", "hv", "vh", "hv_vh")
 CCL_FORMS = ("piecewise", "hinge")
 CODE_VERSION = 1  # bump when a change to the training code changes results (invalidates cached runs)
+NOT_IN_IDENTITY = ("seeds", "checkpoint_every")  # how many runs, how often a checkpoint: not what a run computes
 
 
 @dataclass(frozen=True)
-class MechanismSettings:
+class MechanismSettings(ExperimentConfig):
     """Task, model and training of one mechanism experiment (defaults: the long-range ablation)."""
 
+    # What these runs read, in reading order (the engine's other settings are not used here). The
+    # names are part of every run's identity: renaming one would orphan the cached runs.
+    USED_FIELDS: ClassVar[tuple[str, ...]] = (
+        "task", "size", "num_colours", "blob_min", "blob_max", "cue_size", "margin", "cue_contrast", "noise",
+        "frames", "num_train", "num_val", "channels", "stem_convs", "reduction", "gamma_init", "iterations",
+        "batch_size", "lr", "ccl_weight", "log_every", "eval_every", "stop_miou_pct", "checkpoint_every", "seeds",
+    )  # fmt: skip
+
+    name: str = "mechanism"
+    dataset: str | None = None  # no dataset on disk: the samples are generated from `task`
+    device: str = "cpu"  # one thread per run (exact seeds)
     # --- task: cca.data.long_range.LongRangeTask ("long_range") or cca.data.temporal_cue ("temporal_cue") ---
     task: str = "long_range"
     size: int = 24  # images (frames) are size x size
@@ -41,14 +59,14 @@ class MechanismSettings:
     cue_contrast: float = 4.0
     noise: float = 0.15
     frames: int = 5  # temporal_cue: clip length (the label is the centre frame's)
-    num_train: int = 2048
-    num_val: int = 256
+    num_train: int = 2048  # generated training samples (a new set per seed)
+    num_val: int = 256  # generated val samples (the same for every seed)
     # --- model: stem (3x3 convs per frame) -> context block -> 1x1 classifier ---
     channels: int = 32
     stem_convs: int = 2  # receptive-field radius of the stem (must be < margin on long_range)
     reduction: int = 4  # attention query/key channels = channels // reduction
     gamma_init: float = 1.0  # attention residual weight at init (the paper: 0); a Variant may override it
-    # --- training (Adam, cross entropy on every pixel; + ccl_weight x CCL for CCL variants) ---
+    # --- training (Adam, cross entropy on every pixel; + ccl_weight x CCL for CCL variants): engine fields ---
     iterations: int = 600
     batch_size: int = 16
     lr: float = 3e-3
@@ -60,44 +78,29 @@ class MechanismSettings:
     seeds: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got task={self.task!r}")
-        for name in ("iterations", "batch_size", "num_train", "num_val", "channels", "log_every", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+        super().__post_init__()
+        require(self, self.task in TASKS, "task", f"one of {TASKS}")
+        for key in ("num_train", "num_val", "channels", "size", "num_colours", "frames", "reduction"):
+            require(self, getattr(self, key) >= 1, key, "a positive integer")
+        require(self, self.stop_miou_pct >= 0, "stop_miou_pct", ">= 0")
         if self.task == "long_range" and self.stem_convs >= self.margin:
             raise ValueError(
                 f"stem_convs={self.stem_convs} gives a receptive-field radius >= margin={self.margin}: "
                 "convolution alone could reach the cue"
             )
 
+    def identity(self) -> dict[str, Any]:
+        """What decides a run's numbers: :attr:`USED_FIELDS` but the seeds list and the checkpoint cadence."""
+        return {k: v for k, v in self.used_settings().items() if k not in NOT_IN_IDENTITY}
+
     def make_task(self) -> Any:
-        """The task dataclass of :mod:`cca.data.long_range` or :mod:`cca.data.temporal_cue`."""
+        """The task dataclass of :mod:`cca.data.long_range` or :mod:`cca.data.temporal_cue`, from the
+        settings of the same names."""
         if self.task == "long_range":
-            from cca.data.long_range import LongRangeTask
-
-            return LongRangeTask(
-                size=self.size,
-                num_colours=self.num_colours,
-                blob_min=self.blob_min,
-                blob_max=self.blob_max,
-                cue_size=self.cue_size,
-                margin=self.margin,
-                noise=self.noise,
-                cue_contrast=self.cue_contrast,
-            )
-        from cca.data.temporal_cue import TemporalCueTask
-
-        return TemporalCueTask(
-            size=self.size,
-            frames=self.frames,
-            num_colours=self.num_colours,
-            blob_min=self.blob_min,
-            blob_max=self.blob_max,
-            noise=self.noise,
-            cue_contrast=self.cue_contrast,
-        )
+            from cca.data.long_range import LongRangeTask as Task
+        else:
+            from cca.data.temporal_cue import TemporalCueTask as Task
+        return Task(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Task)})
 
     def datasets(self, seed: int) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
         """``((train_x, train_y), (val_x, val_y))`` tensors; the training set depends on ``seed``, the val set does not."""
@@ -142,10 +145,8 @@ class Variant:
 
 def run_key(settings: MechanismSettings, variant: Variant, seed: int) -> str:
     """A hash of what decides a run's numbers (not the seeds list, not the checkpoint cadence)."""
-    data = dataclasses.asdict(settings)
-    for name in ("seeds", "checkpoint_every"):
-        data.pop(name)
-    blob = json.dumps({"settings": data, "variant": variant.spec(), "seed": seed, "code": CODE_VERSION}, sort_keys=True)
+    data = {"settings": settings.identity(), "variant": variant.spec(), "seed": seed, "code": CODE_VERSION}
+    blob = json.dumps(data, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

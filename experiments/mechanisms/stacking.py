@@ -12,41 +12,25 @@ steps (row then column, or criss-cross twice) can. Report: ``reports/mechanism_s
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from experiments.mechanisms.common import Study
+from experiments.mechanisms.settings import MechanismSettings, Variant
 
-from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: E402
+STUDY = Study(
+    module="stacking",
+    name="mechanism_stacking",
+    doc=__doc__,
+    settings=MechanismSettings(batch_size=8, iterations=400, seeds=tuple(range(5))),  # the CCL study's: its r2 runs are reused
+    variants={
+        "r2": Variant("criss-cross RCCA R=2"),
+        "hv": Variant("+HV: row attention, then column attention", block="hv"),
+        "hv_vh": Variant("+HV&VH: row-then-column + column-then-row, summed", block="hv_vh"),
+    },
+    writer="experiments.mechanisms.reports:write_stacking",
+    success_miou_pct=90.0,  # as the CCL study: val mIoU >= 90% and no NaN/inf loss
+)
 
-NAME = "mechanism_stacking"
-SUCCESS_MIOU_PCT = 90.0  # as the CCL study: val mIoU >= 90% and no NaN/inf loss
-SETTINGS = MechanismSettings(
-    batch_size=8, iterations=400, seeds=tuple(range(5))
-)  # the CCL study's settings: its r2 runs are reused
-VARIANTS = {
-    "r2": Variant("criss-cross RCCA R=2"),
-    "hv": Variant("+HV: row attention, then column attention", block="hv"),
-    "hv_vh": Variant("+HV&VH: row-then-column + column-then-row, summed", block="hv_vh"),
-}
-
-
-def arms() -> dict[str, Variant]:
-    return dict(VARIANTS)
-
-
-def report(settings: MechanismSettings, arms: dict[str, Variant], results: list, reports: Path) -> Path:
-    from experiments.mechanisms.reports import write_stacking
-
-    return write_stacking(settings, arms, results, reports)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from experiments.mechanisms import common
-
-    return common.experiment_main(sys.modules[__name__], "python -m experiments.mechanisms.stacking", argv)
-
+main = STUDY.main
 
 if __name__ == "__main__":
     sys.exit(main())

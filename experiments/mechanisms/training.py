@@ -12,7 +12,6 @@ the same numbers whatever the number of worker processes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -228,7 +227,7 @@ def train_one(
         from cca.engine.checkpoint import save as save_state
 
         save_state(
-            {"settings": dataclasses.asdict(settings), "variant": variant.spec(), "model": model.state_dict()},
+            {"settings": settings.used_settings(), "variant": variant.spec(), "model": model.state_dict()},
             directory / "model.pt",
         )
     return result

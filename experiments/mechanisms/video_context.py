@@ -13,50 +13,36 @@ the same pixel in the other frames), not the ResNet-101 CCNet3D. Report: ``repor
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from experiments.mechanisms.common import Study
+from experiments.mechanisms.settings import MechanismSettings, Variant
 
-from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: E402
-
-NAME = "mechanism_video"
-SUCCESS_MIOU_PCT = 90.0
-SETTINGS = MechanismSettings(
-    task="temporal_cue",
-    size=12,
-    frames=5,
-    blob_min=3,
-    blob_max=5,
-    cue_contrast=1.0,
-    num_train=512,
-    batch_size=8,
-    iterations=100,
-    seeds=tuple(range(5)),
+STUDY = Study(
+    module="video_context",
+    name="mechanism_video",
+    doc=__doc__,
+    settings=MechanismSettings(
+        task="temporal_cue",
+        size=12,
+        frames=5,
+        blob_min=3,
+        blob_max=5,
+        cue_contrast=1.0,
+        num_train=512,
+        batch_size=8,
+        iterations=100,
+        seeds=tuple(range(5)),
+    ),
+    variants={
+        "per_frame_2d": Variant("2D RCCA R=2 per frame", per_frame=True),
+        "ccnet3d_t1": Variant("3D RCCA R=2, T=1 (centre frame)", clip_frames=1),
+        "ccnet3d_t5": Variant("3D RCCA R=2, T=5", clip_frames=5),
+    },
+    writer="experiments.mechanisms.reports:write_video",
+    success_miou_pct=90.0,
 )
-VARIANTS = {
-    "per_frame_2d": Variant("2D RCCA R=2 per frame", per_frame=True),
-    "ccnet3d_t1": Variant("3D RCCA R=2, T=1 (centre frame)", clip_frames=1),
-    "ccnet3d_t5": Variant("3D RCCA R=2, T=5", clip_frames=5),
-}
 
-
-def arms() -> dict[str, Variant]:
-    return dict(VARIANTS)
-
-
-def report(settings: MechanismSettings, arms: dict[str, Variant], results: list, reports: Path) -> Path:
-    from experiments.mechanisms.reports import write_video
-
-    return write_video(settings, arms, results, reports)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from experiments.mechanisms import common
-
-    return common.experiment_main(sys.modules[__name__], "python -m experiments.mechanisms.video_context", argv)
-
+main = STUDY.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,10 +1,10 @@
-"""``python -m cca.profile BLOCK``: FLOPs, parameters, peak training memory and latency of one block.
+"""``python -m cca.profiling BLOCK``: FLOPs, parameters, peak training memory and latency of one block.
 
-    python -m cca.profile rcca --recurrence 2 --json
-    python -m cca.profile nonlocal --input 1,512,97,97 --repeats 0
-    python -m cca.profile psp --memory-method fake_cuda
-    python -m cca.profile --network resnet50 rcca --recurrence 2 --input 1,3,769,769 --json
-    python -m cca.profile --network resnet50 nonlocal --count 2 --step inference
+    python -m cca.profiling rcca --recurrence 2 --json
+    python -m cca.profiling nonlocal --input 1,512,97,97 --repeats 0
+    python -m cca.profiling psp --memory-method fake_cuda
+    python -m cca.profiling --network resnet50 rcca --recurrence 2 --input 1,3,769,769 --json
+    python -m cca.profiling --network resnet50 nonlocal --count 2 --step inference
 
 With ``--network NAME`` the command measures the paper's way instead: what BLOCK (``--count`` of them in
 sequence) adds to the whole segmentation network (NAME dilated at output stride 8 + CCNet's head + the
@@ -57,7 +57,7 @@ def _names() -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cca.profile", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cca.profiling", description=__doc__.split("\n\n")[0])
     parser.add_argument("block", help=f"one of: {', '.join(_names())}")
     parser.add_argument("--recurrence", type=int, default=2, help="RCCA loops R (rcca only; default 2)")
     parser.add_argument(
