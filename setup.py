@@ -83,8 +83,12 @@ def _extensions() -> tuple[list, dict]:
     from torch.utils import cpp_extension
 
     sources = [CSRC / "ops.cpp", *sorted((CSRC / "cpu").glob("*.cpp"))]
-    cxx_flags = ["-O3"]
-    kwargs: dict = {"include_dirs": [str(CSRC)], "extra_compile_args": {"cxx": cxx_flags}}
+    cxx_flags = ["-O3", "-fopenmp"]  # OpenMP: at::parallel_for in the kernels is inlined, and serial without it
+    kwargs: dict = {
+        "include_dirs": [str(CSRC)],
+        "extra_compile_args": {"cxx": cxx_flags},
+        "extra_link_args": ["-fopenmp"],  # libgomp.so.1: resolves to the one PyTorch loaded
+    }
     if _with_cuda(torch, cpp_extension):
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS

@@ -85,18 +85,18 @@ def _jit_build() -> Path:
             file=sys.stderr,
             flush=True,
         )
-    cuda_flags, ld_flags = [], []
+    cuda_flags, ld_flags = [], ["-fopenmp"]  # at::parallel_for is inlined: serial without OpenMP
     if with_cuda:
         from cca.ops import _toolkit
 
         cuda_flags = ["-O3", *_toolkit.system_include_flags()]
-        ld_flags = [f"-L{lib}" for lib in _toolkit.cuda_library_dirs(cpp_extension.CUDA_HOME)]
+        ld_flags += [f"-L{lib}" for lib in _toolkit.cuda_library_dirs(cpp_extension.CUDA_HOME)]
     cpp_extension.load(
         name=name,
         sources=[str(f) for f in files],
-        extra_cflags=["-O3"],
+        extra_cflags=["-O3", "-fopenmp"],
         extra_cuda_cflags=cuda_flags or None,
-        extra_ldflags=ld_flags or None,
+        extra_ldflags=ld_flags,
         extra_include_paths=[str(files[0].parent)],
         build_directory=str(build_dir),
         is_python_module=False,

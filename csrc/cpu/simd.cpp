@@ -24,6 +24,18 @@ namespace {
 
 using namespace detail;
 
+// A per-thread scratch buffer of at least n entries (slot = which of a task's buffers): kept
+// between calls, so that packing writes into warm pages instead of fresh ones every call.
+template <class T>
+T* scratch(int slot, int64_t n) {
+  static thread_local std::vector<T> buffers[3];
+  std::vector<T>& buffer = buffers[slot];
+  if (static_cast<int64_t>(buffer.size()) < n) {
+    buffer.resize(n);
+  }
+  return buffer.data();
+}
+
 // --------------------------------------------------------------------------- the three ops
 struct Shape {
   int64_t N, C, H, W, HW, L;
@@ -48,12 +60,12 @@ void weight_impl(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
   const int64_t in_n = d.C * d.HW, out_n = d.L * d.HW, Wp = round_up(d.W, BL);
   // row slots: out[x', y, x] = sum_c b[c, y, x'] a[c, y, x], one task per row y
   at::parallel_for(0, d.N * d.H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> am(d.C * Wp), bs(d.C * d.W);
+    T *am = scratch<T>(0, d.C * Wp), *bs = scratch<T>(1, d.C * d.W);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / d.H, off = n * in_n + (t % d.H) * d.W;
-      pack_block(am.data(), pa + off, d.C, d.HW, 0, d.W, Wp);
-      pack_block(bs.data(), pb + off, d.C, d.HW, 0, d.W, d.W);
-      broadcast_gemm<V>(d.W, d.W, d.C, bs.data(), 1, d.W, am.data(), Wp, po + n * out_n + (t % d.H) * d.W, d.HW);
+      pack_block(am, pa + off, d.C, d.HW, 0, d.W, Wp);
+      pack_block(bs, pb + off, d.C, d.HW, 0, d.W, d.W);
+      broadcast_gemm<V>(d.W, d.W, d.C, bs, 1, d.W, am, Wp, po + n * out_n + (t % d.H) * d.W, d.HW);
     }
   });
   if (d.H < 2) {
@@ -65,7 +77,7 @@ void weight_impl(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
   const int64_t per_sample = d.blocks<V>() * parts;
   at::parallel_for(0, d.N * per_sample, 1, [&](int64_t begin, int64_t end) {
     const int64_t chunk = std::min(kChannelChunk, d.C), half_pack = d.H * chunk * L;
-    std::vector<T> ap(2 * half_pack), bp(2 * half_pack), sums(2 * d.H * d.H * L);
+    T *ap = scratch<T>(0, 2 * half_pack), *bp = scratch<T>(1, 2 * half_pack), *sums = scratch<T>(2, 2 * d.H * d.H * L);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / per_sample, part = t % per_sample % parts;
       const Block<V> block(t % per_sample / parts * BL, d.W);
@@ -75,16 +87,16 @@ void weight_impl(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
         const T *a0 = pa + n * in_n + c0 * d.HW, *b0 = pb + n * in_n + c0 * d.HW;
         // (row, channel, lanes) halves, read along each channel's plane (sequential, not plane to plane)
         for (int64_t c = 0; c < cc; ++c) {
-          T *ac = ap.data() + (i0 * cc + c) * L, *bc = bp.data() + c * L;
+          T *ac = ap + (i0 * cc + c) * L, *bc = bp + c * L;
           pack_halves<V>(ac, ac + half_pack, cc * L, a0 + c * d.HW + i0 * d.W, i1 - i0, d.W, block);
           pack_halves<V>(bc, bc + half_pack, cc * L, b0 + c * d.HW, d.H, d.W, block);
         }
         for (int half = 0; half < 1 + (block.nx > L); ++half) {
-          affinity_rows<V>(cc, d.H, i0, i1, c0 == 0, ap.data() + half * half_pack, bp.data() + half * half_pack,
-                           sums.data() + half * d.H * d.H * L);
+          affinity_rows<V>(cc, d.H, i0, i1, c0 == 0, ap + half * half_pack, bp + half * half_pack,
+                           sums + half * d.H * d.H * L);
         }
       }
-      scatter_sums<V>(sums.data(), d.H, d.W, i0, i1, po + n * out_n, block);
+      scatter_sums<V>(sums, d.H, d.W, i0, i1, po + n * out_n, block);
     }
   });
 }
@@ -100,7 +112,7 @@ void map_impl(const at::Tensor& w, const at::Tensor& src, at::Tensor& out) {
   const int64_t w_n = d.L * d.HW, s_n = d.C * d.HW, Wp = round_up(d.W, BL);
   // row part: out[c, y, x] = sum_x' src[c, y, x'] m[x', x], m[x', x] = w[x', y, x] (map) or w[x, y, x'] (map_t)
   at::parallel_for(0, d.N * d.H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> m(d.W * Wp, T(0));
+    T* m = scratch<T>(0, d.W * Wp);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / d.H, off = (t % d.H) * d.W;
       const T* wy = pw + n * w_n + off;
@@ -110,10 +122,13 @@ void map_impl(const at::Tensor& w, const at::Tensor& src, at::Tensor& out) {
             m[k * Wp + x] = wy[x * d.HW + k];
           }
         }
+        for (int64_t k = 0; k < d.W; ++k) {
+          std::fill(m + k * Wp + d.W, m + (k + 1) * Wp, T(0));
+        }
       } else {
-        pack_block(m.data(), wy, d.W, d.HW, 0, d.W, Wp);
+        pack_block(m, wy, d.W, d.HW, 0, d.W, Wp);
       }
-      broadcast_gemm<V>(d.C, d.W, d.W, ps + n * s_n + off, d.HW, 1, m.data(), Wp, po + n * s_n + off, d.HW);
+      broadcast_gemm<V>(d.C, d.W, d.W, ps + n * s_n + off, d.HW, 1, m, Wp, po + n * s_n + off, d.HW);
     }
   });
   if (d.H < 2) {
@@ -126,7 +141,7 @@ void map_impl(const at::Tensor& w, const at::Tensor& src, at::Tensor& out) {
   const int64_t n_ch = static_cast<int64_t>(channels.size()), per_sample = d.blocks<V>() * n_ch;
   const int64_t a_half = d.H * (d.H - 1) * L, s_half = d.H * kColumnChannels * L;
   at::parallel_for(0, d.N * per_sample, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> ap(2 * a_half), sp(2 * s_half);
+    T *ap = scratch<T>(0, 2 * a_half), *sp = scratch<T>(1, 2 * s_half);
     int64_t packed = -1;  // the (sample, block) whose weights are in ap
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / per_sample;
@@ -136,7 +151,7 @@ void map_impl(const at::Tensor& w, const at::Tensor& src, at::Tensor& out) {
         packed = t / n_ch;
         const T* wn = pw + n * w_n;
         for (int64_t i = 0; kAdjoint && i < d.H; ++i) {  // a[i, p] = slot of row i in the pixel of row k
-          T* to = ap.data() + i * (d.H - 1) * L;
+          T* to = ap + i * (d.H - 1) * L;
           for (int64_t p = 0; p < d.H - 1; ++p) {  // planes W + i - 1 (k < i) and W + i (k > i): sequential in k
             const int64_t k = p + (p >= i);
             pack_halves<V>(to + p * L, to + a_half + p * L, L, wn + column_plane(k, i, d.W) * d.HW + k * d.W, 1, 0,
@@ -145,18 +160,18 @@ void map_impl(const at::Tensor& w, const at::Tensor& src, at::Tensor& out) {
         }
         if (!kAdjoint) {  // a[i, p] = slot W + p of row i: read along each slot's plane
           for (int64_t p = 0; p < d.H - 1; ++p) {
-            T* to = ap.data() + p * L;
+            T* to = ap + p * L;
             pack_halves<V>(to, to + a_half, (d.H - 1) * L, wn + (d.W + p) * d.HW, d.H, d.W, block);
           }
         }
       }
       const T* sc = ps + n * s_n + c0 * d.HW;
       for (int64_t c = 0; c < cb; ++c) {  // (row, channel, lanes) halves of the block's channels
-        pack_halves<V>(sp.data() + c * L, sp.data() + s_half + c * L, cb * L, sc + c * d.HW, d.H, d.W, block);
+        pack_halves<V>(sp + c * L, sp + s_half + c * L, cb * L, sc + c * d.HW, d.H, d.W, block);
       }
       T* oc = po + n * s_n + c0 * d.HW;
       for (int half = 0; half < 1 + (block.nx > V::kLanes); ++half) {  // a half past the row's end has no lanes
-        column_half<V>(cb, d.H, d.W, ap.data() + half * a_half, sp.data() + half * s_half, oc, block, half);
+        column_half<V>(cb, d.H, d.W, ap + half * a_half, sp + half * s_half, oc, block, half);
       }
     }
   });
