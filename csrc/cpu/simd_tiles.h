@@ -7,6 +7,7 @@
 #pragma once
 
 #include "cpu/simd_vec.h"
+#include "criss_cross.h"
 
 namespace cca {
 namespace simd {
@@ -76,9 +77,10 @@ CCA_AVX2 void broadcast_gemm(int64_t rows, int64_t width, int64_t K, const typen
 }
 
 // -------------------------------------------------------------------------- column parts
-// Column slot of the pair (own row i, partner row k != i) of a pixel in row i: W + rank of k.
+// Column slot of the pair (own row i, partner row k != i) of a pixel in row i: W + rank of k, by
+// the index math the CUDA kernels and the generic CPU kernels use (criss_cross.h).
 inline int64_t column_plane(int64_t i, int64_t k, int64_t W) {
-  return W + k - (k > i);
+  return cross_slot(kCol, k, i, /*H: unused for a column slot*/ 0, W);
 }
 
 // acc[r][c] += a[r] * src[c] for the R rows of a tile (their packed weights a[r]) and CB channels.
