@@ -188,36 +188,38 @@ bool usable(const at::Tensor& t) {
   return cpu_has_avx2_fma && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
 }
 
+namespace {
+
+// fn(F32{}) for float32 tensors, fn(F64{}) for float64 (usable() admits no other dtype).
+template <class Fn>
+void dispatch(const at::Tensor& t, const Fn& fn) {
+  if (t.scalar_type() == at::kFloat) {
+    fn(F32{});
+  } else {
+    fn(F64{});
+  }
+}
+
+}  // namespace
+
 at::Tensor weight(const at::Tensor& a, const at::Tensor& b) {
   const at::Tensor ac = a.contiguous(), bc = b.contiguous();
   at::Tensor out = at::empty({a.size(0), a.size(2) + a.size(3) - 1, a.size(2), a.size(3)}, a.options());
-  if (a.scalar_type() == at::kFloat) {
-    weight_impl<F32>(ac, bc, out);
-  } else {
-    weight_impl<F64>(ac, bc, out);
-  }
+  dispatch(a, [&](auto v) { weight_impl<decltype(v)>(ac, bc, out); });
   return out;
 }
 
 at::Tensor map(const at::Tensor& attention, const at::Tensor& value) {
   const at::Tensor wc = attention.contiguous(), vc = value.contiguous();
   at::Tensor out = at::empty(value.sizes(), value.options());
-  if (value.scalar_type() == at::kFloat) {
-    map_impl<F32, false>(wc, vc, out);
-  } else {
-    map_impl<F64, false>(wc, vc, out);
-  }
+  dispatch(value, [&](auto v) { map_impl<decltype(v), false>(wc, vc, out); });
   return out;
 }
 
 at::Tensor map_t(const at::Tensor& attention, const at::Tensor& grad) {
   const at::Tensor wc = attention.contiguous(), gc = grad.contiguous();
   at::Tensor out = at::empty(grad.sizes(), grad.options());
-  if (grad.scalar_type() == at::kFloat) {
-    map_impl<F32, true>(wc, gc, out);
-  } else {
-    map_impl<F64, true>(wc, gc, out);
-  }
+  dispatch(grad, [&](auto v) { map_impl<decltype(v), true>(wc, gc, out); });
   return out;
 }
 
