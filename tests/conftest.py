@@ -110,6 +110,12 @@ def extension(monkeypatch: pytest.MonkeyPatch) -> str:
     return "extension"
 
 
+@pytest.fixture
+def compiled_kernels() -> None:
+    """The compiled kernels, loaded (fails loudly when they do not build; see ``backend``)."""
+    _require_extension()
+
+
 @pytest.fixture(params=["reference", "extension"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test once per backend; returns its name."""

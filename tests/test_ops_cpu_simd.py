@@ -14,7 +14,6 @@ import torch
 
 import cca
 from cca.ops import _extension, reference
-from conftest import _require_extension
 
 # (N, C', C, H, W)
 SHAPES = [
@@ -35,9 +34,8 @@ def shape_id(shape) -> str:
 
 
 @pytest.fixture(params=["simd", "generic"])
-def cpu_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def cpu_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, compiled_kernels) -> str:
     """Runs a test on the vectorised kernels and on the generic ones (``CCA_CPU_SIMD=0``)."""
-    _require_extension()
     monkeypatch.setenv("CCA_BACKEND", "extension")
     monkeypatch.setenv("CCA_CPU_SIMD", "1" if request.param == "simd" else "0")
     return request.param
@@ -75,10 +73,9 @@ def test_matches_float64_reference(cpu_path, make_tensor, check_close, op, shape
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_vectorised_equals_generic_kernels(monkeypatch, make_tensor, op):
+def test_vectorised_equals_generic_kernels(monkeypatch, make_tensor, compiled_kernels, op):
     """Both CPU paths on the same float64 inputs agree to rounding (the switch really switches:
     the generic kernels sum in another order, so the results are close but not all identical)."""
-    _require_extension()
     monkeypatch.setenv("CCA_BACKEND", "extension")
     inputs = _inputs(op, (2, 6, 10, 13, 21), make_tensor, torch.float64)
     results = {}
@@ -107,9 +104,8 @@ def test_non_contiguous_inputs(cpu_path, make_tensor, check_close):
     check_close(cca.criss_cross_attention(*transposed), expected)
 
 
-def test_switch_is_read_per_call(monkeypatch):
+def test_switch_is_read_per_call(monkeypatch, compiled_kernels):
     """``CCA_CPU_SIMD=0`` is honoured without a restart (tests and benchmarks flip it in-process)."""
-    _require_extension()
     assert _extension.has_kernel("cpu")
     for flag in ("0", "1", "0"):
         monkeypatch.setenv("CCA_CPU_SIMD", flag)
