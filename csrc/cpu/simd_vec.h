@@ -84,11 +84,6 @@ inline void prefetch_range(const T* p, int64_t n) {
 }
 
 template <class V, bool kMask>
-CCA_AVX2 inline typename V::R load_part(const typename V::T* p, int j, const __m256i* mask) {
-  return kMask ? V::load(p + j * V::kLanes, mask[j]) : V::load(p + j * V::kLanes);
-}
-
-template <class V, bool kMask>
 CCA_AVX2 inline void store_part(typename V::T* p, int j, typename V::R x, const __m256i* mask) {
   if (kMask) {
     V::store(p + j * V::kLanes, x, mask[j]);
