@@ -65,11 +65,47 @@ def ca_map(attention: Tensor, value: Tensor) -> Tensor:
     return _op(f"ca_map_{ndim - 2}d", value.device)(attention, value)
 
 
+class _SoftmaxInPlace(torch.autograd.Function):
+    """:func:`position_softmax` written into the energy, and its backward into the incoming gradient.
+
+    Only for an energy that nothing else holds and whose attention only ``ca_map`` reads, as in
+    :func:`_attention`: there the energy is a fresh output of the compiled ``ca_weight`` (whose
+    backward does not save it) and the gradient a fresh output of ``ca_map``'s backward. Each way this
+    saves a fresh ``(N, H+W-1, H, W)`` buffer, whose first touch costs a CPU as much as the softmax."""
+
+    @staticmethod
+    def forward(ctx, energy: Tensor) -> Tensor:
+        torch._softmax(energy, 1, False, out=energy)
+        ctx.mark_dirty(energy)
+        ctx.save_for_backward(energy)
+        return energy
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (attention,) = ctx.saved_tensors
+        into = None if torch.is_grad_enabled() else grad  # create_graph: out= has no derivative
+        return torch._softmax_backward_data(grad, attention, 1, attention.dtype, grad_input=into)
+
+
+def _softmax_of_fresh_energy(energy: Tensor) -> Tensor:
+    """:func:`position_softmax` of an energy only :func:`_attention` holds: in place for the compiled
+    CPU kernels in eager mode (float32/float64), out of place elsewhere (the reference's energy may be
+    saved by its own backward; CUDA and torch.compile keep the functional graph)."""
+    in_place = (
+        energy.device.type == "cpu"
+        and energy.dtype in (torch.float32, torch.float64)
+        and energy._base is None  # the generic CPU kernels may return a view
+        and use_extension(energy.device)
+        and not torch.compiler.is_compiling()
+    )
+    return _SoftmaxInPlace.apply(energy) if in_place else position_softmax(energy)
+
+
 def _attention(query: Tensor, key: Tensor, value: Tensor, ndim: int) -> Tensor:
     check_qkv(query, key, value, ndim)
     dim = f"{ndim - 2}d"
     energy = _op(f"ca_weight_{dim}", query.device)(query, key)
-    return _op(f"ca_map_{dim}", query.device)(position_softmax(energy), value)
+    return _op(f"ca_map_{dim}", query.device)(_softmax_of_fresh_energy(energy), value)
 
 
 def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
