@@ -3,7 +3,8 @@
 Cases: the paper's setting (query/key ``1x64x97x97``, value ``1x512x97x97``: a 769x769 crop at output
 stride 8, C' = C/8) in float32 and float64, and a map twice as large per side (``194x194``) in
 float32. Each (case, pass) is one test that times the three implementations **interleaved in one
-process** (ours, einsum, reference, ours, ...) for ``rounds`` rounds after a checked warm-up call of each, and
+process** (ours, einsum, reference; the next round einsum, reference, ours; ...) for ``rounds`` rounds
+after a checked warm-up call of each, and
 reports the median of the per-round ratios with their min-max spread: a noisy, shared machine slows
 every implementation of a round alike. Every implementation's result (and gradients) is checked
 against a float64 reference; the forward+backward tests also record each implementation's peak
@@ -34,8 +35,8 @@ from cca.ops import reference
 # name: (query shape, value shape, dtype, timed rounds)
 CASES = {
     "paper float32": ((1, 64, 97, 97), (1, 512, 97, 97), torch.float32, 5),
-    "paper float64": ((1, 64, 97, 97), (1, 512, 97, 97), torch.float64, 3),
-    "2x map float32": ((1, 64, 194, 194), (1, 512, 194, 194), torch.float32, 3),
+    "paper float64": ((1, 64, 97, 97), (1, 512, 97, 97), torch.float64, 5),
+    "2x map float32": ((1, 64, 194, 194), (1, 512, 194, 194), torch.float32, 5),
 }
 # --benchmark-disable runs every case once as a test; all but the paper's float32 case on a small map.
 UNTIMED_SHAPES = {
@@ -166,10 +167,13 @@ def peak_bytes(fn, device: str) -> int:
 
 def interleaved_times(calls: dict, rounds: int) -> dict[str, list[float]]:
     """Seconds per call of each of ``calls`` (name -> fn) in ``rounds`` rounds that call every
-    implementation in turn (the caller has warmed each up)."""
+    implementation in turn, round ``r`` starting at the ``r``-th (so that none always runs right after
+    the same other one); the caller has warmed each up."""
     times = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, fn in calls.items():
+    names = list(calls)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn = calls[name]
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -232,3 +236,14 @@ def test_operator(benchmark, extension, case, pass_, device, record_result) -> N
             values.update(gemm_rate_gflops=None if benchmark.disabled else gemm_rate_gflops(), gemm="torch.mm 2048x2048 float32, median of 5")
         record_result(group, name, **values)
     assert summary["extension"]["median_ms"] > 0
+
+
+def test_interleaved_times_rotates_the_order() -> None:
+    """Round r starts at the r-th implementation; every implementation gets one time per round."""
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("ours", "einsum", "reference")}
+    times = interleaved_times(calls, rounds=4)
+    assert order == ["ours", "einsum", "reference", "einsum", "reference", "ours"] + [
+        "reference", "ours", "einsum", "ours", "einsum", "reference"
+    ]
+    assert {name: len(seconds) for name, seconds in times.items()} == {"ours": 4, "einsum": 4, "reference": 4}
