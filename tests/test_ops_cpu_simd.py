@@ -67,7 +67,7 @@ def test_matches_float64_reference(cpu_path, make_tensor, check_close, op, shape
     actual = _as_tuple(getattr(torch.ops.cca, op)(*inputs))
     expected = _as_tuple(getattr(reference, op)(*[t.double() for t in inputs]))
     assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         assert a.dtype == dtype and a.shape == e.shape
         check_close(a, e)
 
@@ -82,7 +82,7 @@ def test_vectorised_equals_generic_kernels(monkeypatch, make_tensor, compiled_ke
     for flag in ("1", "0"):
         monkeypatch.setenv("CCA_CPU_SIMD", flag)
         results[flag] = _as_tuple(getattr(torch.ops.cca, op)(*inputs))
-    for simd, generic in zip(results["1"], results["0"]):
+    for simd, generic in zip(results["1"], results["0"], strict=True):
         torch.testing.assert_close(simd, generic, rtol=1e-12, atol=1e-12)
 
 

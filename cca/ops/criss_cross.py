@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from cca import _env
 from cca.ops import _extension, reference
@@ -89,14 +90,17 @@ class _SoftmaxInPlace(torch.autograd.Function):
 
 def _softmax_of_fresh_energy(energy: Tensor) -> Tensor:
     """:func:`position_softmax` of an energy only :func:`_attention` holds: in place for the compiled
-    CPU kernels in eager mode (float32/float64), out of place elsewhere (the reference's energy may be
-    saved by its own backward; CUDA and torch.compile keep the functional graph)."""
+    CPU kernels in eager mode (float32/float64), out of place elsewhere: the reference's energy may be
+    saved by its own backward; CUDA, torch.compile, torch.jit.trace and dispatch modes (fake tensors,
+    :mod:`cca.profiling`'s memory trackers, which model the ops as CUDA runs them) keep the functional graph."""
     in_place = (
         energy.device.type == "cpu"
         and energy.dtype in (torch.float32, torch.float64)
         and energy._base is None  # the generic CPU kernels may return a view
         and use_extension(energy.device)
         and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()  # the FLOP counter's traced graph
+        and _get_current_dispatch_mode() is None  # FakeTensorMode, the memory trackers: they model the CUDA ops
     )
     return _SoftmaxInPlace.apply(energy) if in_place else position_softmax(energy)
 
