@@ -51,3 +51,16 @@ def test_missing_results_name_the_folder(tmp_path) -> None:
 def test_runs_must_be_positive(tmp_path) -> None:
     with pytest.raises(ValueError, match="--runs must be >= 1, got 0"):
         operator.main(["--results", str(tmp_path), "--runs", "0"])
+
+
+def test_counts_the_runs_that_met_the_target(tmp_path) -> None:
+    """The history ends with a computed verdict per run and the summary says how many runs met 1.5x."""
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    for name, speedup in (("20260101T000000Z", 1.49), ("20260102T000000Z", 1.5), ("20260103T000000Z", 2.0)):
+        (runs_dir / f"{name}.json").write_text(json.dumps(_run(speedup)))
+    operator.main(["--results", str(runs_dir), "--out", str(tmp_path), "--runs", "3"])
+    text = (tmp_path / "operator.md").read_text()
+    assert "met in 2 of the 3 listed runs" in text
+    assert "lowest median in any run: 1.49x" in text
+    assert "no (lowest 1.49x)" in text and "yes (lowest 1.50x)" in text
