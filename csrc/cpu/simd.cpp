@@ -52,7 +52,7 @@ struct Shape {
   }
 };
 
-constexpr int64_t kChannelChunk = 64;
+constexpr int64_t kChannelChunk = 64;  // channels of the affinity's packed column operands (their tiles stay in L1)
 
 // fn(first, n, step) on each of the threads, which runs tasks first, first + step, ... < n: task t
 // on thread t % threads, so that the tasks running at the same time are neighbours (the two halves
