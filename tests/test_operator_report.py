@@ -15,7 +15,7 @@ def _run(speedup: float) -> dict:
     ours = {
         "median_ms": 10.0, "min_ms": 9.0, "max_ms": 12.0, "gflops": 50.0, "rounds": 3, "setting": "q,k 1x2x3x3",
         "pass": "forward", "device": "cpu", "speedup_vs_einsum": ratio, "speedup_vs_reference": ratio,
-        "gemm_rate_gflops": 100.0, "peak_mib": 3.0,
+        "gemm_rate_gflops": 100.0, "peak_mib": 3.0, "copy_bandwidth_gbs": 10.0 * speedup,
     }
     other = {"median_ms": 10.0 * speedup, "gflops": 50.0 / speedup, "rounds": 3, "peak_mib": 6.0}
     groups = {
@@ -64,3 +64,4 @@ def test_counts_the_runs_that_met_the_target(tmp_path) -> None:
     assert "met in 2 of the 3 listed runs" in text
     assert "lowest median in any run: 1.49x" in text
     assert "no (lowest 1.49x)" in text and "yes (lowest 1.50x)" in text
+    assert "memory copy GB/s" in text and "14.9-14.9" in text  # each run's copy bandwidth, in its column

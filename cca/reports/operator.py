@@ -67,6 +67,7 @@ def operator_frame(groups: dict) -> pd.DataFrame:
         row["ours_gflops"] = ours.get("gflops")
         row["einsum_gflops"] = einsum.get("gflops")
         row["gemm_rate_gflops"] = gemm
+        row["copy_bandwidth_gbs"] = ours.get("copy_bandwidth_gbs")
         row["ours_pct_of_gemm"] = 100.0 * ours["gflops"] / gemm if gemm else None
         for name, impl in (("ours", ours), ("einsum", einsum), ("reference", ref)):
             row[f"{name}_peak_mib"] = impl.get("peak_mib")
@@ -109,6 +110,7 @@ def _readable(frame: pd.DataFrame) -> pd.DataFrame:
     view["ours vs reference"] = _spread(frame, "reference")
     view["ours GFLOP/s"] = frame["ours_gflops"].round(1)
     view["% of GEMM rate"] = frame["ours_pct_of_gemm"].round(0)
+    view["copy GB/s"] = frame["copy_bandwidth_gbs"].round(1) if "copy_bandwidth_gbs" in frame else None
     view["peak MiB ours / einsum / ref"] = frame.apply(
         lambda r: "" if pd.isna(r.get("ours_peak_mib")) else
         f"{r['ours_peak_mib']:.0f} / {r['einsum_peak_mib']:.0f} / {r['reference_peak_mib']:.0f}",
@@ -138,6 +140,11 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
             key = f"{row['pass']}, {row['setting']}"
             table.setdefault(key, {})[label] = (
                 f"{row['speedup_vs_einsum']:.2f}x ({row['speedup_vs_einsum_min']:.2f}-{row['speedup_vs_einsum_max']:.2f})"
+            )
+        bandwidth = operator_frame(run["groups"]).get("copy_bandwidth_gbs")
+        if bandwidth is not None and bandwidth.notna().any():
+            table.setdefault("memory copy GB/s (min-max over cases)", {})[label] = (
+                f"{bandwidth.min():.1f}-{bandwidth.max():.1f}"
             )
         lowest = lowest_median(run)
         verdict = "no benchmark" if lowest is None else f"{'yes' if lowest >= TARGET_SPEEDUP else 'no'} (lowest {lowest:.2f}x)"
@@ -192,7 +199,9 @@ def build(runs: list[dict], out_dir: str | Path) -> Path:
         "on every run; peak memory no higher than before (0.65x of the reference).",
         "peak = the peak of the CPU allocator's live bytes during one forward+backward above what was live before.",
         "The machine is shared (other jobs run beside the benchmark): absolute times vary from run to run, the "
-        "interleaved ratios much less.",
+        "interleaved ratios much less. `copy GB/s`: a 64 MiB copy right before each case's rounds (bytes read + "
+        "written per second); ours' column passes are bound by memory traffic, einsum's batched GEMMs less, so "
+        "a run in a slow-memory phase gives lower ratios.",
         "`modules.csv`: each module alone on the paper's 1x512x97x97 input, float32; `nonlocal_over_module` is the "
         "non-local block's median time over the module's (tests/benchmarks/test_bench_modules.py).",
     ]

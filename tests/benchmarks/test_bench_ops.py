@@ -9,7 +9,8 @@ reports the median of the per-round ratios with their min-max spread: a noisy, s
 every implementation of a round alike. Every implementation's result (and gradients) is checked
 against a float64 reference; the forward+backward tests also record each implementation's peak
 memory. A session-wide ``torch.mm`` of two 2048x2048 float32 matrices gives the machine's practical
-GEMM rate (measured once per session, in the timed run only), against which the GFLOP/s of each implementation is reported. ::
+GEMM rate (measured once per session, in the timed run only), against which the GFLOP/s of each implementation is reported;
+a 64 MiB copy right before each case's rounds gives the memory bandwidth the machine had then. ::
 
     pytest tests/benchmarks --benchmark-only      # timed: results/benchmarks/runs/<time>.json
     python -m cca.reports.operator                # renders reports/operator.md from those results
@@ -92,6 +93,21 @@ def gemm_rate_gflops() -> float:
         torch.mm(a, b)
         times.append(time.perf_counter() - start)
     return 2.0 * GEMM_SIZE**3 / statistics.median(times) / 1e9
+
+
+def copy_bandwidth_gbs(mib: int = 64) -> float:
+    """The memory bandwidth this machine gives right now: bytes read + written per second by a copy of
+    ``mib`` MiB of float32 (median of 5, PyTorch's threads). A shared VM drifts between phases; our column
+    passes are bound by memory traffic, so the ratios are read next to this figure."""
+    src = torch.ones(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return 2.0 * src.nbytes / statistics.median(times) / 1e9
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -218,6 +234,7 @@ def test_operator(benchmark, extension, case, pass_, device, record_result) -> N
         for grad, expected in zip(grads, data["grads64"] if backward else (), strict=True):
             _check(grad, expected)
     rounds = 1 if benchmark.disabled else case["rounds"]
+    bandwidth = None if benchmark.disabled else copy_bandwidth_gbs()  # right before the timed rounds
     times = benchmark.pedantic(interleaved_times, args=(calls, rounds), rounds=1, iterations=1)
     if times is None:  # pytest-benchmark returns nothing when disabled in some versions
         times = interleaved_times(calls, rounds)
@@ -233,7 +250,11 @@ def test_operator(benchmark, extension, case, pass_, device, record_result) -> N
         if backward and not benchmark.disabled:
             values["peak_mib"] = peak_bytes(calls[name], device) / 2**20
         if name == "extension":
-            values.update(gemm_rate_gflops=None if benchmark.disabled else gemm_rate_gflops(), gemm="torch.mm 2048x2048 float32, median of 5")
+            values.update(
+                gemm_rate_gflops=None if benchmark.disabled else gemm_rate_gflops(),
+                gemm="torch.mm 2048x2048 float32, median of 5",
+                copy_bandwidth_gbs=bandwidth,
+            )
         record_result(group, name, **values)
     assert summary["extension"]["median_ms"] > 0
 
