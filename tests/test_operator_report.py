@@ -62,6 +62,6 @@ def test_counts_the_runs_that_met_the_target(tmp_path) -> None:
     operator.main(["--results", str(runs_dir), "--out", str(tmp_path), "--runs", "3"])
     text = (tmp_path / "operator.md").read_text()
     assert "met in 2 of the 3 listed runs" in text
-    assert "lowest median in any run: 1.49x" in text
-    assert "no (lowest 1.49x)" in text and "yes (lowest 1.50x)" in text
+    assert "lowest median in any run: 1.490x" in text
+    assert "no (lowest 1.490x)" in text and "yes (lowest 1.500x)" in text
     assert "memory copy GB/s" in text and "14.9-14.9" in text  # each run's copy bandwidth, in its column
