@@ -16,10 +16,6 @@
 #include <cstring>
 #include <vector>
 
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
-
 #include "cpu/simd_tiles.h"
 
 namespace cca {
@@ -219,25 +215,11 @@ void dispatch(const at::Tensor& t, const Fn& fn) {
   }
 }
 
-// Fresh outputs of tens of MiB come from mmap: their first touch faults in every 4 KiB page.
-// Asking for transparent huge pages on their 2 MiB-aligned interior cuts those faults 512-fold.
-void advise_huge_pages(const at::Tensor& t) {
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
-  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = end & ~(kHuge - 1);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (last >= first + 2 * kHuge) {  // advice only: where it is refused, the pages stay 4 KiB
-    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-  }
-#endif
-}
-
 }  // namespace
 
 at::Tensor weight(const at::Tensor& a, const at::Tensor& b) {
   const at::Tensor ac = a.contiguous(), bc = b.contiguous();
   at::Tensor out = at::empty({a.size(0), a.size(2) + a.size(3) - 1, a.size(2), a.size(3)}, a.options());
-  advise_huge_pages(out);
   dispatch(a, [&](auto v) { weight_impl<decltype(v)>(ac, bc, out); });
   return out;
 }
@@ -245,7 +227,6 @@ at::Tensor weight(const at::Tensor& a, const at::Tensor& b) {
 at::Tensor map(const at::Tensor& attention, const at::Tensor& value) {
   const at::Tensor wc = attention.contiguous(), vc = value.contiguous();
   at::Tensor out = at::empty(value.sizes(), value.options());
-  advise_huge_pages(out);
   dispatch(value, [&](auto v) { map_impl<decltype(v), false>(wc, vc, out); });
   return out;
 }
@@ -253,7 +234,6 @@ at::Tensor map(const at::Tensor& attention, const at::Tensor& value) {
 at::Tensor map_t(const at::Tensor& attention, const at::Tensor& grad) {
   const at::Tensor wc = attention.contiguous(), gc = grad.contiguous();
   at::Tensor out = at::empty(grad.sizes(), grad.options());
-  advise_huge_pages(out);
   dispatch(grad, [&](auto v) { map_impl<decltype(v), true>(wc, gc, out); });
   return out;
 }
