@@ -110,7 +110,7 @@ def _readable(frame: pd.DataFrame) -> pd.DataFrame:
     view["ours vs reference"] = _spread(frame, "reference")
     view["ours GFLOP/s"] = frame["ours_gflops"].round(1)
     view["% of GEMM rate"] = frame["ours_pct_of_gemm"].round(0)
-    view["copy GB/s"] = frame["copy_bandwidth_gbs"].round(1) if "copy_bandwidth_gbs" in frame else None
+    view["copy GB/s"] = frame["copy_bandwidth_gbs"].round(1)
     view["peak MiB ours / einsum / ref"] = frame.apply(
         lambda r: "" if pd.isna(r.get("ours_peak_mib")) else
         f"{r['ours_peak_mib']:.0f} / {r['einsum_peak_mib']:.0f} / {r['reference_peak_mib']:.0f}",
@@ -124,9 +124,8 @@ def _label(run: dict) -> str:
     return f"{prov.get('time_utc', run.get('file', '?'))} ({str(prov.get('commit', '?'))[:7]})"
 
 
-def lowest_median(run: dict) -> float | None:
-    """The lowest median ratio ours vs einsum over a run's operator benchmarks (None without any)."""
-    frame = operator_frame(run["groups"])
+def lowest_median(frame: pd.DataFrame) -> float | None:
+    """The lowest median ratio ours vs einsum in an :func:`operator_frame` (None without any benchmark)."""
     return None if frame.empty else float(frame["speedup_vs_einsum"].min())
 
 
@@ -135,18 +134,18 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
     commit), and a last row saying whether every benchmark of the run reached the target."""
     table: dict[str, dict[str, str]] = {}
     for run in runs:
-        label = _label(run)
-        for _, row in operator_frame(run["groups"]).iterrows():
+        label, frame = _label(run), operator_frame(run["groups"])
+        for _, row in frame.iterrows():
             key = f"{row['pass']}, {row['setting']}"
             table.setdefault(key, {})[label] = (
                 f"{row['speedup_vs_einsum']:.2f}x ({row['speedup_vs_einsum_min']:.2f}-{row['speedup_vs_einsum_max']:.2f})"
             )
-        bandwidth = operator_frame(run["groups"]).get("copy_bandwidth_gbs")
+        bandwidth = frame.get("copy_bandwidth_gbs")
         recorded = bandwidth is not None and bandwidth.notna().any()
         table.setdefault("memory copy GB/s (min-max over cases)", {})[label] = (
             f"{bandwidth.min():.1f}-{bandwidth.max():.1f}" if recorded else "not recorded"
         )
-        lowest = lowest_median(run)  # three decimals: 1.4995 must not read as 1.50
+        lowest = lowest_median(frame)  # three decimals: 1.4995 must not read as 1.50
         verdict = "no benchmark" if lowest is None else f"{'yes' if lowest >= TARGET_SPEEDUP else 'no'} (lowest {lowest:.3f}x)"
         table.setdefault(f"every median >= {TARGET_SPEEDUP}x", {})[label] = verdict
     return pd.DataFrame([{"benchmark": key, **cols} for key, cols in table.items()])
@@ -154,7 +153,7 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
 
 def target_line(runs: list[dict]) -> str:
     """How many of the listed runs reached the target in every benchmark."""
-    lowest = [value for run in runs if (value := lowest_median(run)) is not None]
+    lowest = [value for run in runs if (value := lowest_median(operator_frame(run["groups"]))) is not None]
     met = sum(value >= TARGET_SPEEDUP for value in lowest)
     return (
         f"Target of issue 15 (every median ratio ours vs einsum >= {TARGET_SPEEDUP}x, forward and "
