@@ -102,7 +102,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(default=False)
 def profile(session: nox.Session) -> None:
     """Profiling harness: regenerate reports/efficiency.* and the scaling plots."""
-    _run(session, "-m", "cca.profiling.report", *session.posargs)
+    _run(session, "-m", "experiments.reports.efficiency", *session.posargs)
 
 
 @nox.session(default=False)
@@ -110,7 +110,7 @@ def report(session: nox.Session) -> None:
     """Rebuild reports/operator.md (from the last `nox -s bench` results), claims.md and README.md from what is on disk."""
     if (ROOT / "results" / "benchmarks").is_dir():
         _run(session, "-m", "cca.reports.operator")
-    _run(session, "-m", "cca.reports.index", *session.posargs)
+    _run(session, "-m", "experiments.reports.index", *session.posargs)
 
 
 def _tables() -> list[tuple[int, str]]:

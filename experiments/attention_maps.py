@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)
     if not args.checkpoint and DEFAULT_CHECKPOINT.is_file():  # table 2's smoke CCNet (R=2), when it has run
         args.checkpoint = [DEFAULT_CHECKPOINT.resolve()]
-    from cca.reports.provenance import provenance, stamp
+    from cca.provenance import provenance, stamp
 
     model, settings = longrange_model(seed=0)
     data = LongRangeDataset(settings.num_val, settings.make_task(), seed=999_999)

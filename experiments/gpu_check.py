@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         over = " OVER BUDGET" if elapsed > row["budget_s"] else ""
         print(f"[gpu_check] {row['step']}: {status} in {elapsed:.1f} s (budget {row['budget_s']} s){over}; {detail}", flush=True)
         done.append({"step": row["step"], "status": status, "elapsed_s": round(elapsed, 1), "budget_s": row["budget_s"], "detail": detail})
-    from cca.reports.provenance import provenance
+    from cca.provenance import provenance
 
     prov = provenance("cuda")
     path = write_report(results, done, mode, time.monotonic() - start, torch.cuda.get_device_name(), prov)

@@ -113,8 +113,8 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_report(settings: MechanismSettings, results: list[dict[str, Any]], reports: Path = REPORTS) -> Path:
     import pandas as pd
 
+    from cca.provenance import provenance
     from cca.reports.plots import plot_bars
-    from cca.reports.provenance import provenance
     from cca.reports.render import Report
     from cca.reports.render import write_report as render
 
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return common.dry_run(settings, {v: VARIANTS[v] for v in args.variants})
     results = run(settings, args.variants, force=args.force, runs=args.runs, workers=args.workers)
     path = write_report(settings, results, args.reports)
-    from cca.reports.index import main as index_main
+    from experiments.reports.index import main as index_main
 
     index_main([])
     print(f"wrote {path}")

@@ -16,7 +16,7 @@ METRIC_LABELS = {"miou": "mIoU", "box_ap": "box AP", "mask_ap": "mask AP"}
 
 
 def _ours(results: Mapping[str, Mapping[str, Any]]):
-    from cca.reports.tables import OursResult
+    from experiments.reports.tables import OursResult
 
     ours = {}
     for key, record in results.items():
@@ -64,8 +64,9 @@ def write_table_report(
 ) -> Path:
     """``reports/tableN.md`` + ``.csv`` from ``results`` (row key -> result record, all of ``options.scale``),
     training curves and the index ``reports/README.md``. ``ran`` / ``failed``: the rows of this run."""
-    from cca.reports import index, plots, tables
-    from cca.reports.provenance import provenance
+    from cca.provenance import provenance
+    from cca.reports import plots
+    from experiments.reports import index, tables
 
     reports = Path(options.reports_dir)
     scale = options.scale

@@ -63,7 +63,7 @@ def _clear(directory: Path) -> None:
 def run_row(table: Table, row: Row, options: Options) -> dict[str, Any]:
     """Run one row unless its result exists for the same settings and commit; returns the result record."""
     from cca.engine.lock import RunLock
-    from cca.reports.provenance import git_commit, provenance
+    from cca.provenance import git_commit, provenance
 
     settings = row_settings(table, row, options)
     label = row_label(row, settings)

@@ -1,4 +1,4 @@
-"""reports/claims.md (cca.reports.claims) and the paper's values as data (experiments/paper/)."""
+"""reports/claims.md (experiments.reports.claims) and the paper's values as data (experiments/paper/)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cca.reports import tables
+from experiments.reports import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_DIR = ROOT / "experiments" / "paper"
@@ -18,7 +18,7 @@ def _table_csv(path: Path, rows: list[dict]) -> None:
 
 
 def test_claims_page_verdicts_from_reports_and_merged_csv(tmp_path):
-    from cca.reports import claims
+    from experiments.reports import claims
 
     reports = tmp_path / "reports"
     (reports / "claims").mkdir(parents=True)
@@ -87,7 +87,7 @@ def test_claims_page_verdicts_from_reports_and_merged_csv(tmp_path):
 
 
 def test_claims_csv_errors_name_the_file(tmp_path):
-    from cca.reports import claims
+    from experiments.reports import claims
 
     (tmp_path / "claims").mkdir()
     bad = tmp_path / "claims" / "bad.csv"

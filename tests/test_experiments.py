@@ -174,7 +174,7 @@ def test_curves_and_settings_say_what_ran(env, monkeypatch):
     text = _settings_text(run.tables()[2])
     assert "| pretrained | ImageNet weights (as the paper" in text and "pretrained | None" not in text
     index = (env.reports_dir / "README.md").read_text()
-    assert "`nox -s report`" in index and "(python -m cca.reports.index)" not in index
+    assert "`nox -s report`" in index and "(python -m experiments.reports.index)" not in index
 
 
 def test_each_run_ends_with_its_rows_main_metric(env, capsys):

@@ -30,9 +30,9 @@ from cca.profiling.blocks import REQUIRED_BLOCKS
 from cca.profiling.efficiency import efficiency_rows, scaling
 from cca.profiling.flops import _COUNTED, TRACE_SIDE
 from cca.profiling.memory import CUDA_BLOCK_BYTES
-from cca.reports.efficiency import efficiency_table, paper_values, plot_scaling
-from cca.reports.efficiency_text import statements
-from cca.reports.efficiency_text import verdict as _verdict
+from experiments.reports.efficiency import efficiency_table, paper_values, plot_scaling
+from experiments.reports.efficiency_text import statements
+from experiments.reports.efficiency_text import verdict as _verdict
 
 
 # --------------------------------------------------------------------------- tiny blocks with known counts

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import cca
-from cca.reports import attention, index, plots, provenance, tables
+from cca import provenance
+from cca.reports import attention, plots
+from experiments.reports import index, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_DIR = ROOT / "experiments" / "paper"
@@ -286,7 +288,7 @@ def test_command_line_names_scripts_and_modules_as_typed():
     assert provenance.command_line([str(root / "experiments" / "run.py"), "2", "--rows", "r1"]) == (
         "python experiments/run.py 2 --rows r1"
     )
-    assert provenance.command_line([str(root / "cca" / "reports" / "index.py")]) == "python -m cca.reports.index"
+    assert provenance.command_line([str(root / "experiments" / "reports" / "index.py")]) == "python -m experiments.reports.index"
     assert provenance.command_line([str(root / "cca" / "__main__.py"), "train"]) == "python -m cca train"
     assert provenance.command_line(["/elsewhere/tool.py", "a b"]) == "python /elsewhere/tool.py 'a b'"
 

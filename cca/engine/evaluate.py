@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from cca.engine import builders, checkpoint, distributed, runlog
 from cca.engine.config import ExperimentConfig, apply_overrides, config_from_dict
 from cca.engine.sampling import ShardSampler
-from cca.reports.provenance import provenance
+from cca.provenance import provenance
 
 log = logging.getLogger("cca.engine")
 

@@ -1,4 +1,4 @@
-"""Run records: the JSON-lines metrics log and atomic JSON output (provenance: :mod:`cca.reports.provenance`).
+"""Run records: the JSON-lines metrics log and atomic JSON output (provenance: :mod:`cca.provenance`).
 
 ``metrics.jsonl`` holds one JSON object per line: ``{"type": "train", "iter", "loss", <loss terms>,
 "lr", "time_s", "step_time_s"}`` and ``{"type": "eval", "iter", "miou", "pixel_acc", "mean_acc", ...}``.

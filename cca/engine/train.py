@@ -43,7 +43,7 @@ from cca.engine.lock import RunLock
 from cca.engine.runtime import TrainingInterrupted, compile_kernels, determinism, final_metrics_done
 from cca.engine.sampling import InfiniteLoader, ResumableDistributedSampler, SeededSamples, sample_seed
 from cca.engine.schedule import poly_scheduler
-from cca.reports.provenance import provenance
+from cca.provenance import provenance
 
 log = logging.getLogger("cca.engine")
 

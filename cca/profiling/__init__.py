@@ -1,5 +1,5 @@
 """Profiling of the context blocks: FLOPs (fvcore + exact criss-cross handles), peak training memory,
-latency; measurements only (returned as data; :mod:`cca.reports.efficiency` and table 5 render them).
+latency; measurements only (returned as data; :mod:`experiments.reports.efficiency` and table 5 render them).
 
 * :func:`count_flops` ``(module, inputs) -> dict``: 2 x multiply-adds, backend-independent.
 * :func:`peak_memory` ``(module, input_shape, method=...) -> dict``: forward + backward peak.

@@ -17,7 +17,7 @@ from torch import nn
 from cca.profiling.flops import count_flops, count_parameters
 from cca.profiling.latency import latency
 from cca.profiling.memory import peak_memory
-from cca.reports.provenance import hardware
+from cca.provenance import hardware
 
 __all__ = [
     "ATTENTION_BLOCKS",

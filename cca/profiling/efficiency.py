@@ -1,5 +1,5 @@
 """Measurements behind ``reports/efficiency.md``: every context block alone on the paper's input, and
-the scaling of non-local vs RCCA with the feature-map side (data only; :mod:`cca.reports.efficiency`
+the scaling of non-local vs RCCA with the feature-map side (data only; :mod:`experiments.reports.efficiency`
 renders them).
 
 * :func:`efficiency_rows`: :func:`cca.profiling.blocks.profile_block` of each block on ``shape`` with

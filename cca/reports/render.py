@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from cca._io import atomic_write_text
-from cca.reports.provenance import stamp
+from cca.provenance import stamp
 
 SCALE_BANNERS = {
     "smoke": "**Smoke scale**: synthetic data in the dataset's format, a tiny backbone, CPU. It shows that the "

@@ -185,6 +185,6 @@ def bar_figure(
 
 
 def provenance_now() -> dict[str, Any]:
-    from cca.reports.provenance import provenance
+    from cca.provenance import provenance
 
     return provenance("cpu")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from cca.reports.claims import CLAIM_COLUMNS, VERDICTS
+from experiments.reports.claims import CLAIM_COLUMNS, VERDICTS
 
 # Two-sided 95% quantiles t_{0.975, df} of Student's t distribution, df = 1..30 (standard table values).
 T_975 = (

@@ -236,7 +236,7 @@ def train_one(
 def _job(args: tuple[MechanismSettings, Variant, int, str]) -> dict[str, Any]:
     settings, variant, seed, directory = args
     from cca._io import atomic_write_json
-    from cca.reports.provenance import git_commit
+    from cca.provenance import git_commit
 
     path = Path(directory)
     result = train_one(settings, variant, seed, directory=path)

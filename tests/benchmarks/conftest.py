@@ -64,7 +64,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     if not (getattr(config.option, "benchmark_only", False) and exitstatus == 0 and results):
         return
     from cca._io import atomic_write_json
-    from cca.reports.provenance import provenance
+    from cca.provenance import provenance
 
     prov = provenance("cpu", command=COMMAND)
     prov["hardware"] += f", torch threads {torch.get_num_threads()}"

@@ -1,7 +1,7 @@
 """``reports/README.md``: every paper table with its status (full / smoke / not run) and every figure,
 linking ``reports/claims.md`` first (rebuilt by the same command).
 
-    python -m cca.reports.index [--reports reports] [--paper experiments/paper]
+    python -m experiments.reports.index [--reports reports] [--paper experiments/paper]
 
 The tables are those with a paper CSV ``tableNN_<topic>.csv`` in the paper directory; the status of
 table N comes from the ``scale`` column of ``reports/tableN.csv`` (written by ``experiments/run.py``).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cca.reports.provenance import REPO_ROOT, provenance
+from cca.provenance import REPO_ROOT, provenance
 from cca.reports.render import Report, write_report
 
 TABLE_FILE = re.compile(r"table(\d+)_(\w+)\.csv")
@@ -141,11 +141,11 @@ def write_index(reports_dir: str | Path, paper_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cca.reports.index", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.reports.index", description=__doc__.splitlines()[0])
     parser.add_argument("--reports", default=str(REPO_ROOT / "reports"), help="reports directory (default: %(default)s)")
     parser.add_argument("--paper", default=str(REPO_ROOT / "experiments" / "paper"), help="paper CSV directory")
     args = parser.parse_args(argv)
-    from cca.reports import claims
+    from experiments.reports import claims
 
     written = claims.write_claims(args.reports, args.paper)
     out = write_index(args.reports, args.paper)

@@ -10,11 +10,11 @@ Writes, under ``--out`` (default ``reports/``):
   for non-local and RCCA (R = 1, 2, 3) with least-squares fits of the analytic forms;
 * ``data/efficiency.json``, ``data/scaling.csv``, ``data/scaling.json``: the raw results.
 
-    python -m cca.reports.efficiency                    # full run (a few minutes on a 2-core CPU)
-    python -m cca.reports.efficiency --repeats 0        # no latency
-    python -m cca.reports.efficiency --sides 32,64,128  # fewer scaling points
+    python -m experiments.reports.efficiency                    # full run (a few minutes on a 2-core CPU)
+    python -m experiments.reports.efficiency --repeats 0        # no latency
+    python -m experiments.reports.efficiency --sides 32,64,128  # fewer scaling points
 
-(``python -m cca.profiling.report`` is the same command.) Measurements: :mod:`cca.profiling.efficiency`.
+Measurements: :mod:`cca.profiling.efficiency`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from cca._io import atomic_write_json
-from cca.reports.provenance import REPO_ROOT
-from cca.reports.provenance import provenance as reports_provenance
+from cca.provenance import REPO_ROOT
+from cca.provenance import provenance as reports_provenance
 from cca.reports.render import Report, save_figure, write_report
 
 __all__ = ["efficiency_table", "main", "paper_values", "plot_scaling"]
@@ -38,14 +38,14 @@ MiB = 2**20
 
 
 def provenance(argv: Sequence[str]) -> dict:
-    """:func:`cca.reports.provenance.provenance` plus the GPU, fvcore and the active ``cca`` backend."""
+    """:func:`cca.provenance.provenance` plus the GPU, fvcore and the active ``cca`` backend."""
     from importlib.metadata import version
 
     import torch
 
     from cca.ops import use_extension
 
-    prov = reports_provenance("cpu", command="python -m cca.reports.efficiency" + "".join(f" {a}" for a in argv))
+    prov = reports_provenance("cpu", command="python -m experiments.reports.efficiency" + "".join(f" {a}" for a in argv))
     return {
         **prov,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
@@ -286,7 +286,7 @@ def build_report(
 def build_parser() -> argparse.ArgumentParser:
     from cca.profiling.efficiency import SCALING_SIDES
 
-    parser = argparse.ArgumentParser(prog="python -m cca.reports.efficiency", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.reports.efficiency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports", help="output folder (default reports/)")
     parser.add_argument("--paper-dir", type=Path, default=REPO_ROOT / "experiments" / "paper", help="paper CSVs")
     parser.add_argument("--warmup", type=int, default=1, help="latency warm-up runs (default 1)")
@@ -311,7 +311,7 @@ def _sides(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     from cca.profiling.blocks import PAPER_INPUT
     from cca.profiling.efficiency import efficiency_rows, scaling
-    from cca.reports.efficiency_text import network_findings, statements
+    from experiments.reports.efficiency_text import network_findings, statements
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)

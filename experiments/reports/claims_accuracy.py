@@ -1,6 +1,6 @@
 """The accuracy claims of ``reports/claims.md``: each table's headline (R=2 beats R=1, RCCA beats the other
 context modules, the CCL, 3D context, Mask R-CNN), the state-of-the-art figures and the long-range mechanism
-test. See :mod:`cca.reports.claims`."""
+test. See :mod:`experiments.reports.claims`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cca.reports.claims_efficiency import GPU_TRAINING, Paper, claim_row, ours
+from experiments.reports.claims_efficiency import GPU_TRAINING, Paper, claim_row, ours
 
 __all__ = ["COMPARISONS", "SOTA", "accuracy_rows"]
 

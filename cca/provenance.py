@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def hardware(device: str | torch.device = "cpu") -> str:
@@ -66,7 +66,7 @@ def command_line(argv: list[str] | None = None) -> str:
             argv[0] = Path(argv[0]).resolve().relative_to(REPO_ROOT).as_posix()
         except ValueError:
             pass
-        if argv[0].startswith("cca/"):  # run with python -m
+        if argv[0].startswith(("cca/", "experiments/reports/")):  # modules run with python -m
             module = argv[0][: -len(".py")].removesuffix("/__main__").replace("/", ".")
             argv = ["-m", module, *argv[1:]]
     return "python " + shlex.join(argv)

@@ -1,8 +1,8 @@
 """``reports/claims.md``: one row per claim of the paper, the paper's figure, our evidence and a verdict.
 
-    python -m cca.reports.claims [--reports reports] [--paper experiments/paper]
+    python -m experiments.reports.claims [--reports reports] [--paper experiments/paper]
 
-(``python -m cca.reports.index`` / ``nox -s report`` rebuild it too.) The claims are the abstract's
+(``python -m experiments.reports.index`` / ``nox -s report`` rebuild it too.) The claims are the abstract's
 three merits (11x less memory than non-local, ~85% fewer FLOPs, the state-of-the-art mIoU figures) and
 each table's headline. The paper's figures are read from ``experiments/paper/claims.csv`` and
 ``tables_tpami.csv``; our evidence from the generated reports (``reports/tableN.csv``,
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cca.reports.claims_accuracy import accuracy_rows
-from cca.reports.claims_efficiency import CLAIM_COLUMNS, TOLERANCE, VERDICTS, efficiency_rows, load_paper
-from cca.reports.provenance import REPO_ROOT, provenance
+from cca.provenance import REPO_ROOT, provenance
 from cca.reports.render import Report, write_report
+from experiments.reports.claims_accuracy import accuracy_rows
+from experiments.reports.claims_efficiency import CLAIM_COLUMNS, TOLERANCE, VERDICTS, efficiency_rows, load_paper
 
 __all__ = ["CLAIM_COLUMNS", "VERDICTS", "build_claims", "read_claim_csvs", "write_claims"]
 
@@ -111,7 +111,7 @@ def write_claims(reports_dir: str | Path, paper_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cca.reports.claims", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.reports.claims", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--reports", default=str(REPO_ROOT / "reports"), help="reports directory (default: %(default)s)"
     )

@@ -1,6 +1,6 @@
 """The generated statements of ``reports/efficiency.md``: what matched the paper and what did not,
 from the numbers of :func:`cca.profiling.efficiency.efficiency_rows` and the comparison table of
-:func:`cca.reports.efficiency.efficiency_table` (block-alone view)."""
+:func:`experiments.reports.efficiency.efficiency_table` (block-alone view)."""
 
 from __future__ import annotations
 

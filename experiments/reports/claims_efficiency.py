@@ -1,5 +1,5 @@
 """The evidence behind ``reports/claims.md``: the paper's CSVs, our results in the generated reports, and
-the efficiency claims (table 5, the paper's methodology). See :mod:`cca.reports.claims`."""
+the efficiency claims (table 5, the paper's methodology). See :mod:`experiments.reports.claims`."""
 
 from __future__ import annotations
 
