@@ -219,3 +219,30 @@ def test_torch_compile_on_cpu_unchanged(make_tensor, check_close):
     q, k, v = qkv(make_tensor)
     compiled = torch.compile(cca.criss_cross_attention, backend="eager", fullgraph=True)
     check_close(compiled(q, k, v), reference.criss_cross_attention_2d(q, k, v))
+
+
+def test_info_shows_setting_and_both_caches(make_tensor, tmp_path, monkeypatch):
+    from cca import info
+
+    monkeypatch.setenv("CCA_BACKEND", "reference")
+    monkeypatch.setenv("CCA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CCA_CUDA_KERNEL", "gemm")
+    monkeypatch.setenv("CCA_CUDA_CHOICE_CACHE", "1")
+    q, k, v = qkv(make_tensor)
+    disk_bench = FakeBench({"gemm": 2.0, "simple": 1.0})
+    Chooser(disk_bench.candidates(), disk_bench.timer, _env.cache_dir() / "cuda_choice.json").choose(q, k, v)
+    bench = FakeBench({"fused": 0.25, "gemm": 0.5})
+    process = Chooser(bench.candidates(), bench.timer)
+    process.choose(*qkv(make_tensor, (2, 2, 3, 4, 4)))
+    monkeypatch.setattr(cuda_dispatch, "_chooser", process)
+    data = info.collect()
+    assert data["cuda_kernel"] == "gemm" and data["cuda_choice_cache_on"] is True
+    assert list(data["cuda_choices_disk"].values()) == [{"winner": "simple", "times_ms": {"gemm": 2.0, "simple": 1.0}}]
+    text = info.format_text(data)
+    assert "CCA_CUDA_KERNEL   gemm -> gemm" in text and "choice cache      on:" in text
+    assert "criss_cross_attention_2d|forward|2x2x3x4x4|float64|cpu -> fused (fused 0.250 ms, gemm 0.500 ms)" in text
+    assert "criss_cross_attention_2d|forward|1x2x3x4x5|float64|cpu -> simple (simple 1.000 ms, gemm 2.000 ms)" in text
+    monkeypatch.setenv("CCA_CUDA_KERNEL", "bogus")
+    monkeypatch.setattr(cuda_dispatch, "_chooser", None)
+    text = info.format_text(info.collect())
+    assert "CCA_CUDA_KERNEL   bogus -> invalid" in text and "choices (process) none" in text
