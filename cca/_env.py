@@ -8,7 +8,8 @@
 * ``CCA_CPU_SIMD``: ``0`` runs the 2D CPU ops on the generic kernels instead of the AVX2 ones
   (read by the C++ kernels at every call, ``csrc/cpu/simd.cpp``).
 * ``CCA_CUDA_KERNEL``: ``auto`` (default: the fastest of the CUDA backends, timed once per shape),
-  ``fused`` (Triton), ``gemm`` (cuBLAS batched matmuls) or ``simple`` (the compiled CUDA kernels);
+  ``fused`` (Triton), ``gemm`` (cuBLAS batched matmuls), ``simple`` (the compiled CUDA kernels) or
+  ``einsum`` (the reference formulation);
   see :mod:`cca.ops.cuda_dispatch`.
 * ``CCA_CUDA_CHOICE_CACHE``: ``1`` keeps the CUDA backend choices in ``<cache dir>/cuda_choice.json``
   across processes (default ``0``: timed once per process).
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 BACKENDS = ("auto", "extension", "reference")
-CUDA_KERNELS = ("auto", "fused", "gemm", "simple")
+CUDA_KERNELS = ("auto", "fused", "gemm", "simple", "einsum")
 
 
 def backend() -> str:

@@ -88,7 +88,7 @@ def test_workload_runs_forward_and_backward(make_tensor):
 
     q, k, v = qkv(make_tensor, requires_grad=True)
     grads = cuda_dispatch._workload(Candidate("x", lambda *a: None, run), q, k, v, backward=True)()
-    assert len(grads) == 3 and all(g.shape == t.shape for g, t in zip(grads, (q, k, v)))
+    assert len(grads) == 3 and all(g.shape == t.shape for g, t in zip(grads, (q, k, v), strict=True))
     with torch.no_grad():
         out = cuda_dispatch._workload(Candidate("x", lambda *a: None, run), q, k, v, backward=False)()
     assert out.shape == v.shape and seen == [True, False]
@@ -128,7 +128,7 @@ def test_forced_backend(make_tensor, monkeypatch):
     assert bench.timed == ["gemm", "simple"]
 
 
-@pytest.mark.parametrize("value", ["cublas", "triton", "1"])
+@pytest.mark.parametrize("value", ["cublas", "triton", "reference", "1"])
 def test_bad_cuda_kernel_setting(monkeypatch, value):
     monkeypatch.setenv("CCA_CUDA_KERNEL", value)
     with pytest.raises(ValueError, match=f"CCA_CUDA_KERNEL must be one of .*got CCA_CUDA_KERNEL='{value}'"):
@@ -195,11 +195,12 @@ def test_default_candidates_on_cpu_tensors(make_tensor, monkeypatch):
     assert cuda_dispatch.choice_key(q, k, v).endswith("|deterministic|cpu")
     monkeypatch.undo()
     timed = []
-    chooser = Chooser({n: candidates[n] for n in ("gemm", "simple")}, lambda fn: timed.append(fn()) or len(timed))
+    assert candidates["einsum"].can_run(q, k, v) is None
+    chooser = Chooser({n: candidates[n] for n in ("gemm", "simple", "einsum")}, lambda fn: timed.append(fn()) or len(timed))
     assert chooser.choose(q, k, v).name == "gemm"  # the fake timer ranks by order
     for grads in timed:  # each workload computed real gradients on the CPU
         expected = torch.autograd.grad(reference.criss_cross_attention_2d(q, k, v), (q, k, v), torch.ones_like(v))
-        for got, want in zip(grads, expected):
+        for got, want in zip(grads, expected, strict=True):
             torch.testing.assert_close(got, want)
 
 

@@ -43,7 +43,7 @@ def test_gradients_match_reference(make_tensor, check_close, shape, dtype):
     expected = torch.autograd.grad(reference.criss_cross_attention_2d(q, k, v), (q, k, v), grad)
     leaves = [t.detach().to(dtype).requires_grad_(True) for t in (q, k, v)]
     actual = torch.autograd.grad(gemm_backend.criss_cross_attention(*leaves), leaves, grad.to(dtype))
-    for got, want in zip(actual, expected):
+    for got, want in zip(actual, expected, strict=True):
         assert got.dtype == dtype
         check_close(got, want, tol=None if dtype != torch.float16 else 2e-2)
 
@@ -51,12 +51,12 @@ def test_gradients_match_reference(make_tensor, check_close, shape, dtype):
 @pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (True, True, False)])
 def test_partial_gradients(make_tensor, needs):
     q, k, v = _inputs(make_tensor, (1, 3, 4, 5, 4))
-    leaves = [t.requires_grad_(need) for t, need in zip((q, k, v), needs)]
+    leaves = [t.requires_grad_(need) for t, need in zip((q, k, v), needs, strict=True)]
     wanted = [t for t in leaves if t.requires_grad]
     grad = make_tensor(v.shape)
     expected = torch.autograd.grad(reference.criss_cross_attention_2d(*leaves), wanted, grad)
     actual = torch.autograd.grad(gemm_backend.criss_cross_attention(*leaves), wanted, grad)
-    for got, want in zip(actual, expected):
+    for got, want in zip(actual, expected, strict=True):
         torch.testing.assert_close(got, want)
 
 

@@ -4,7 +4,9 @@ Backends (each autograd-enabled, ``(N, C', H, W) x2, (N, C, H, W) -> (N, C, H, W
 
 * ``fused``: the Triton kernels of :mod:`cca.ops.triton_kernels` (online softmax, no map in HBM);
 * ``gemm``: :mod:`cca.ops.gemm_backend` (cuBLAS batched matmuls into a slot buffer);
-* ``simple``: the compiled CUDA kernels ``torch.ops.cca.ca_weight_2d -> softmax -> ca_map_2d``.
+* ``simple``: the compiled CUDA kernels ``torch.ops.cca.ca_weight_2d -> softmax -> ca_map_2d``;
+* ``einsum``: the reference formulation (:func:`cca.ops.reference.criss_cross_attention_2d`), a candidate
+  so that the choice is never slower than einsum by construction (up to timing noise).
 
 The first call of a new key ``(op, pass, shape, dtype, TF32, determinism, device)`` times every candidate
 that can run on the call's own tensors (a few warm runs, CUDA events, the median), keeps the fastest for
@@ -13,7 +15,7 @@ that cannot run (its ``can_run`` reason) or raises while timed is skipped, its r
 ``forward`` under ``torch.no_grad`` or when no input needs a gradient, else ``forward+backward`` (timed
 as such). With ``CCA_CUDA_CHOICE_CACHE=1`` the choices are also kept in
 ``cca._env.cache_dir() / "cuda_choice.json"`` and read back by later processes (a corrupt file is ignored
-with a warning). ``CCA_CUDA_KERNEL=fused|gemm|simple`` forces one backend (an error with the reason when
+with a warning). ``CCA_CUDA_KERNEL=fused|gemm|simple|einsum`` forces one backend (an error with the reason when
 it cannot run). Under ``torch.use_deterministic_algorithms(True)`` the fused kernels are not candidates.
 
 The choice happens in eager mode on real CUDA tensors only (:func:`applies`): under ``torch.compile``,
@@ -41,7 +43,7 @@ from cca import _env
 
 __all__ = ["BACKENDS", "Candidate", "Chooser", "applies", "choice_key", "criss_cross_attention_2d", "cuda_event_timer"]
 
-BACKENDS = ("fused", "gemm", "simple")
+BACKENDS = ("fused", "gemm", "simple", "einsum")
 OP = "criss_cross_attention_2d"
 CACHE_FORMAT = 1
 logger = logging.getLogger(__name__)
@@ -242,12 +244,13 @@ def _simple_run(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
 
 
 def default_candidates() -> dict[str, Candidate]:
-    from cca.ops import gemm_backend
+    from cca.ops import gemm_backend, reference
 
     return {
         "fused": Candidate("fused", _fused_can_run, _fused_run),
         "gemm": Candidate("gemm", gemm_backend.can_run, gemm_backend.criss_cross_attention),
         "simple": Candidate("simple", _simple_can_run, _simple_run),
+        "einsum": Candidate("einsum", lambda q, k, v: None, reference.criss_cross_attention_2d),
     }
 
 
