@@ -247,3 +247,42 @@ def test_info_shows_setting_and_both_caches(make_tensor, tmp_path, monkeypatch):
     monkeypatch.setattr(cuda_dispatch, "_chooser", None)
     text = info.format_text(info.collect())
     assert "CCA_CUDA_KERNEL   bogus -> invalid" in text and "choices (process) none" in text
+
+
+def test_no_timing_when_not_allowed(make_tensor):
+    """During CUDA graph capture: an unknown key gets the first candidate that can run, untimed, uncached;
+    a known key keeps its winner."""
+    bench = FakeBench({"fused": 0.5, "gemm": 2.0, "simple": 1.0}, cannot={"fused": "no"})
+    chooser = Chooser(bench.candidates(), bench.timer)
+    q, k, v = qkv(make_tensor)
+    assert chooser.choose(q, k, v, timing_allowed=False).name == "gemm"
+    assert bench.timed == [] and chooser.choices == {}
+    assert chooser.choose(q, k, v).name == "simple"
+    assert chooser.choose(q, k, v, timing_allowed=False).name == "simple"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_every_backend_and_auto_on_cuda(make_tensor, check_close, monkeypatch, caplog, dtype):
+    """On a GPU: each backend that can run, forced, and the auto choice match the reference (forward and
+    gradients); auto logs its choice once."""
+    q, k, v = (t.to("cuda", dtype) for t in qkv(make_tensor, (2, 8, 16, 13, 17)))
+    grad = make_tensor(v.shape).to("cuda", dtype)
+    leaves64 = [t.detach().double().cpu().requires_grad_(True) for t in (q, k, v)]
+    out64 = reference.criss_cross_attention_2d(*leaves64)
+    grads64 = torch.autograd.grad(out64, leaves64, grad.double().cpu())
+    ran = []
+    for name in ("auto", *cuda_dispatch.BACKENDS):
+        monkeypatch.setenv("CCA_CUDA_KERNEL", name)
+        if name != "auto" and cuda_dispatch.chooser().candidates[name].can_run(q, k, v) is not None:
+            continue
+        leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+        with caplog.at_level(logging.INFO, logger="cca.ops.cuda_dispatch"):
+            out = cca.criss_cross_attention(*leaves)
+        check_close(out, out64)
+        for got, want in zip(torch.autograd.grad(out, leaves, grad), grads64, strict=True):
+            check_close(got, want, tol=None if dtype != torch.bfloat16 else 5e-2)
+        ran.append(name)
+    assert {"auto", "gemm", "einsum"} <= set(ran)
+    assert any("cca CUDA backend for criss_cross_attention_2d|forward+backward|2x8x16x13x17" in r.getMessage()
+               for r in caplog.records)

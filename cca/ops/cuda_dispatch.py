@@ -17,6 +17,8 @@ as such). With ``CCA_CUDA_CHOICE_CACHE=1`` the choices are also kept in
 ``cca._env.cache_dir() / "cuda_choice.json"`` and read back by later processes (a corrupt file is ignored
 with a warning). ``CCA_CUDA_KERNEL=fused|gemm|simple|einsum`` forces one backend (an error with the reason when
 it cannot run). Under ``torch.use_deterministic_algorithms(True)`` the fused kernels are not candidates.
+During CUDA graph capture nothing is timed: a key not chosen before the capture gets the first backend
+that can run (``fused``, then ``gemm``...), so warm up outside the capture as CUDA graphs require anyway.
 
 The choice happens in eager mode on real CUDA tensors only (:func:`applies`): under ``torch.compile``,
 ``torch.jit.trace`` and dispatch modes (fake tensors, :mod:`cca.profiling`'s memory trackers) the
@@ -165,10 +167,16 @@ class Chooser:
             raise RuntimeError(f"CCA_CUDA_KERNEL={name} cannot run {choice_key(query, key, value)}: {reason}")
         return candidate
 
-    def choose(self, query: Tensor, key: Tensor, value: Tensor) -> Candidate:
-        """The winner for this call's key: cached in the process, else from disk, else timed now."""
-        name = self._cached(choice_key(query, key, value), query, key, value)
-        return self.candidates[name]
+    def choose(self, query: Tensor, key: Tensor, value: Tensor, timing_allowed: bool = True) -> Candidate:
+        """The winner for this call's key: cached in the process, else from disk, else timed now. Without
+        ``timing_allowed`` (during CUDA graph capture) an unknown key gets the first candidate that can run,
+        not cached."""
+        key_text = choice_key(query, key, value)
+        if not timing_allowed and key_text not in self.choices:
+            for candidate in self.candidates.values():
+                if candidate.can_run(query, key, value) is None:
+                    return candidate
+        return self.candidates[self._cached(key_text, query, key, value)]
 
     def _cached(self, key_text: str, query: Tensor, key: Tensor, value: Tensor) -> str:
         with self._lock:
@@ -286,7 +294,8 @@ def select(query: Tensor, key: Tensor, value: Tensor, chosen: Chooser | None = N
     requested = _env.cuda_kernel()
     if requested != "auto":
         return chosen.forced(requested, query, key, value)
-    return chosen.choose(query, key, value)
+    capturing = query.is_cuda and torch.cuda.is_current_stream_capturing()  # no timing inside a CUDA graph
+    return chosen.choose(query, key, value, timing_allowed=not capturing)
 
 
 def criss_cross_attention_2d(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
