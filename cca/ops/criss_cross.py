@@ -135,7 +135,6 @@ def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         over the ``H + W - 1`` positions of the row and column of ``u`` (``u`` counted once).
     """
     if cuda_dispatch.applies(query):
-        check_rank("query", query, (4,), "4 dims (N, C', H, W)")
         check_qkv(query, key, value, 4)
         return cuda_dispatch.criss_cross_attention_2d(query, key, value)
     return _attention(query, key, value, 4)
