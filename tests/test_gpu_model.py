@@ -51,7 +51,7 @@ def test_fused_forward_by_hand():
 def test_einsum_matmuls_and_autograd_rule():
     fwd = gpu_model.steps("einsum", "forward", SMALL, "float32")
     bwd = gpu_model.steps("einsum", "backward", SMALL, "float32")
-    assert sum(s.flops for s in fwd) == 2 * 2 * (18 + 12) + 2 * 3 * (18 + 12)
+    assert sum(s.flops for s in fwd) == 2 * 2 * (18 + 12 + 6) + 2 * 3 * (18 + 12)  # + time energies, T = 1
     assert sum(s.flops for s in bwd) == 2 * sum(s.flops for s in fwd)  # each matmul -> two of the same size
     row = next(s for s in fwd if s.name == "row aggregation")
     assert (row.read_bytes, row.write_bytes) == ((18 + 18) * 4, 18 * 4)
@@ -114,3 +114,40 @@ def test_measured_beside_predicted_and_report(tmp_path):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="expected backend in"):
         gpu_model.steps("cudnn", "forward", SMALL, "float32")
+
+
+def _matmuls(fn, backward: bool) -> int:
+    """Matrix products (bmm, baddbmm, mm) that ``fn`` runs on the CPU at a small shape, forward or backward."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    names = {"bmm", "baddbmm", "baddbmm_", "mm", "addmm"}
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += func.__name__.split(".")[0] in names
+            return func(*args, **(kwargs or {}))
+
+    q, k = (torch.randn(1, 2, 4, 5, requires_grad=True) for _ in range(2))
+    v = torch.randn(1, 3, 4, 5, requires_grad=True)
+    if not backward:
+        with Count():
+            fn(q, k, v)
+        return Count.calls
+    out = fn(q, k, v)
+    with Count():
+        out.backward(torch.ones_like(out))
+    return Count.calls
+
+
+@pytest.mark.parametrize("which", gpu_model.PASSES)
+def test_model_counts_the_matmuls_the_code_runs(which):
+    """The model's matmul kernels are the ones PyTorch dispatches for the reference and the GEMM backend."""
+    from cca.ops import gemm_backend, reference
+
+    shape = Shape(1, 2, 3, 4, 5)
+    for backend, fn in (("einsum", reference.criss_cross_attention_2d), ("gemm", gemm_backend.criss_cross_attention)):
+        modelled = sum(st.unit == "gemm" for st in gpu_model.steps(backend, which, shape, "float32"))
+        assert _matmuls(fn, which == "backward") == modelled, (backend, which)

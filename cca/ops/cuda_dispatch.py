@@ -27,6 +27,7 @@ The choice happens in eager mode on real CUDA tensors only (:func:`applies`): un
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -87,13 +88,18 @@ def needs_backward(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+@functools.lru_cache(maxsize=None)
+def _device_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
 def choice_key(query: Tensor, key: Tensor, value: Tensor) -> str:
     """``op|pass|NxC'xCxHxW|dtype[+tf32][|deterministic]|device name`` of a call."""
     n, cq, h, w = query.shape
     dtype = str(query.dtype).removeprefix("torch.")
     if query.dtype == torch.float32 and query.is_cuda and torch.backends.cuda.matmul.allow_tf32:
         dtype += "+tf32"
-    device = torch.cuda.get_device_name(query.device) if query.is_cuda else str(query.device)
+    device = _device_name(query.device.index or 0) if query.is_cuda else str(query.device)
     parts = [OP, "forward+backward" if needs_backward(query, key, value) else "forward",
              f"{n}x{cq}x{value.shape[1]}x{h}x{w}", dtype]
     if torch.are_deterministic_algorithms_enabled():

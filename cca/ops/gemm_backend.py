@@ -79,7 +79,7 @@ def _aggregate(weights: Tensor, x: Tensor) -> Tensor:
     """``out[n, y, x] = sum_i weights[n, y, x, i] x[n, y, i] + sum_j weights[n, y, x, W + j] x[n, j, x]``;
     ``weights (N, H, W, W + H)``, ``x (N, H, W, C)`` channels-last -> ``(N, H, W, C)``."""
     n, h, w, c = x.shape
-    out = torch.bmm(weights.view(n * h, w, w + h)[:, :, :w], x.view(n * h, w, c)).view(n, h, w, c)
+    out = torch.bmm(weights.reshape(n * h, w, w + h)[:, :, :w], x.view(n * h, w, c)).view(n, h, w, c)
     for image in range(n):
         columns = out[image].transpose(0, 1)  # (W, H_y, C)
         columns.baddbmm_(weights[image, :, :, w:].transpose(0, 1), x[image].transpose(0, 1))
@@ -89,7 +89,7 @@ def _aggregate(weights: Tensor, x: Tensor) -> Tensor:
 def _aggregate_adjoint(weights: Tensor, x: Tensor) -> Tensor:
     """Adjoint of :func:`_aggregate` in its second argument: ``out[p] = sum_{u, s: pos_s(u) = p} weights[u, s] x[u]``."""
     n, h, w, c = x.shape
-    out = torch.bmm(weights.view(n * h, w, w + h)[:, :, :w].transpose(1, 2), x.view(n * h, w, c)).view(n, h, w, c)
+    out = torch.bmm(weights.reshape(n * h, w, w + h)[:, :, :w].transpose(1, 2), x.view(n * h, w, c)).view(n, h, w, c)
     for image in range(n):
         columns = out[image].transpose(0, 1)  # (W, H_j, C)
         columns.baddbmm_(weights[image, :, :, w:].permute(1, 2, 0), x[image].transpose(0, 1))

@@ -11,7 +11,9 @@ Notation (elements): ``P = N H W`` pixels, ``Q = N C' H W`` (query or key), ``V 
 ``Lb = P (W + H)`` (the GEMM backend's slot buffer); ``e`` bytes per element of the dtype.
 
 * ``einsum`` (:func:`cca.ops.reference.criss_cross_attention_2d` under autograd): row energies ``2 C' Lw`` FLOPs;
-  column energies after copying q and k into a column-batched layout (the column is their unit-stride axis);
+  column energies after copying q and k into a column-batched layout (the column is their unit-stride axis:
+  cuBLAS needs a unit-stride matrix axis, so ``bmm`` copies them); the time energies of its 3D code at
+  ``T = 1`` (a ``bmm`` of ``P`` 1x1 products, reading q and k again);
   the self entry dropped by a gather, ``cat`` into the map, softmax (half dtypes: cast to float32 and back),
   the pixel's weight shared (``*0.5``, ``where``), the column weights scattered back to full lines
   (``eye * diag``, copy, scatter), row aggregation ``2 C Lw``, column aggregation after copying the weights and
@@ -102,6 +104,7 @@ def _einsum_ops(s: Shape, e: int) -> list[tuple]:
         ("gemm", "row energies", q, q, lw, 2 * s.cq * lw),
         ("move", "copy q, k (column layout)", 2 * q * e, 2 * q * e),
         ("gemm", "column energies", q, q, lh, 2 * s.cq * lh),
+        ("gemm", "time energies (T = 1: the reference runs its 3D code)", q, q, z["P"], 2 * s.cq * z["P"]),
         ("move", "gather: drop the pixel itself", lh * e, drop * e),
         ("move", "cat into the map", lm * e, lm * e),
     ]
