@@ -65,6 +65,11 @@ def collect() -> dict:
     info["active_cpu"] = _active("cpu", status, True)
     info["active_cuda"] = _active("cuda", status, gpu_visible)
     info.update(cuda_choice())
+    if gpu_visible and status.get("backend_requested") not in (None, "reference"):
+        simple = "simple" if status.get("cuda_kernels") else "simple (not built)"
+        how = "chosen per shape among fused, gemm, " + simple + ", einsum" if info["cuda_kernel"] == "auto" else \
+            f"{info['cuda_kernel']} (CCA_CUDA_KERNEL)"
+        info["active_cuda"] = f"2D attention: {how}; other ops and 3D: {info['active_cuda']}"
     return info
 
 

@@ -286,3 +286,19 @@ def test_every_backend_and_auto_on_cuda(make_tensor, check_close, monkeypatch, c
     assert {"auto", "gemm", "einsum"} <= set(ran)
     assert any("cca CUDA backend for criss_cross_attention_2d|forward+backward|2x8x16x13x17" in r.getMessage()
                for r in caplog.records)
+
+
+def test_info_says_how_2d_attention_is_served_on_a_gpu(monkeypatch):
+    from cca import info
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU, as the loader would report it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    status = {"backend_requested": "auto", "cpu_kernels": True, "cuda_kernels": False}
+    monkeypatch.setattr(info._extension, "status", lambda: dict(status))
+    monkeypatch.setenv("CCA_CUDA_KERNEL", "auto")
+    assert info.collect()["active_cuda"] == ("2D attention: chosen per shape among fused, gemm, simple (not built), "
+                                             "einsum; other ops and 3D: reference (no compiled kernels)")
+    monkeypatch.setenv("CCA_CUDA_KERNEL", "gemm")
+    assert info.collect()["active_cuda"].startswith("2D attention: gemm (CCA_CUDA_KERNEL)")
+    status["backend_requested"] = "reference"
+    assert info.collect()["active_cuda"].startswith("reference")
