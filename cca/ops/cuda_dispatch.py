@@ -287,10 +287,10 @@ def applies(query: Tensor) -> bool:
     return (
         isinstance(query, Tensor)
         and query.device.type == "cuda"
-        and _env.backend() != "reference"
-        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_compiling()  # first: under dynamo nothing below is traced
         and not torch.jit.is_tracing()
         and _get_current_dispatch_mode() is None
+        and _env.backend() != "reference"
     )
 
 
