@@ -159,8 +159,13 @@ def test_bench_step_fails_when_auto_is_slower(monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     results = {}
     status, detail = gpu_check.step_bench(60, "quick", results)
-    assert status == "failed" and "auto vs einsum: 6/12 ok" in detail
+    assert status == "failed" and "auto vs einsum: 6/12 ok, 6 slower" in detail
     assert len(results["bench"]) == 2 * 3 * len(gpu_bench.FORMULATIONS)
+    rows.clear()  # auto as fast as einsum, but one case never measured: not ok, and not called slower
+    monkeypatch.setattr(gpu_bench, "bench_case", lambda name, size, dtype, repeats: {
+        **fake_case(name, size, dtype, repeats), **({"error": "x", "forward_ms": None} if size == 194 else {})})
+    status, detail = gpu_check.step_bench(60, "quick", results)
+    assert status == "failed" and detail.endswith("auto vs einsum: 9/12 ok, 3 not measured")
 
 
 def test_model_columns_use_the_model_bytes():
