@@ -302,3 +302,16 @@ def test_info_says_how_2d_attention_is_served_on_a_gpu(monkeypatch):
     assert info.collect()["active_cuda"].startswith("2D attention: gemm (CCA_CUDA_KERNEL)")
     status["backend_requested"] = "reference"
     assert info.collect()["active_cuda"].startswith("reference")
+
+
+def test_profiler_sees_the_chosen_backend(make_tensor, monkeypatch):
+    """The dispatched call runs under a profiler range naming the op and the backend."""
+    bench = FakeBench({"gemm": 1.0, "simple": 2.0})
+    monkeypatch.setattr(cuda_dispatch, "chooser", lambda: Chooser(bench.candidates(), bench.timer))
+    monkeypatch.setenv("CCA_CUDA_KERNEL", "auto")
+    q, k, v = qkv(make_tensor)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out = cuda_dispatch.criss_cross_attention_2d(q, k, v)
+    torch.testing.assert_close(out, reference.criss_cross_attention_2d(q, k, v))
+    names = {event.name for event in prof.events()}
+    assert "cca::criss_cross_attention_2d[gemm]" in names
