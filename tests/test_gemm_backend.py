@@ -114,10 +114,53 @@ def test_can_run_and_errors(make_tensor):
     q, k, v = _inputs(make_tensor, (1, 2, 3, 4, 5))
     assert gemm_backend.can_run(q, k, v) is None
     volume = make_tensor((1, 2, 2, 4, 5))
-    reason = gemm_backend.can_run(volume, volume, volume)
-    assert reason is not None and "2D only" in reason
-    with pytest.raises(ValueError, match="2D only"):
-        gemm_backend.criss_cross_attention(volume, volume, volume)
+    assert gemm_backend.can_run(volume, volume, volume) is None
+    flat = make_tensor((2, 4, 5))
+    reason = gemm_backend.can_run(flat, flat, flat)
+    assert reason is not None and "query.dim()=3" in reason
+    with pytest.raises(ValueError, match=r"needs \(N, C', H, W\) or \(N, C', T, H, W\)"):
+        gemm_backend.criss_cross_attention(flat, flat, flat)
+
+
+SHAPES_3D = [(2, 3, 5, 3, 4, 6), (1, 2, 3, 1, 5, 4), (1, 2, 3, 4, 1, 5), (1, 2, 3, 3, 4, 1), (1, 1, 1, 1, 1, 1)]
+
+
+def _volumes(make_tensor, shape, requires_grad=False):
+    n, cq, c, t, h, w = shape
+    tensors = (make_tensor((n, cq, t, h, w), scale=0.7), make_tensor((n, cq, t, h, w), scale=0.7),
+               make_tensor((n, c, t, h, w)))
+    return [x.requires_grad_(requires_grad) for x in tensors]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES_3D, ids=str)
+def test_3d_forward_and_gradients_match_reference(make_tensor, check_close, shape, dtype):
+    q, k, v = _volumes(make_tensor, shape, requires_grad=True)
+    grad = make_tensor(v.shape)
+    expected = [reference.criss_cross_attention_3d(q, k, v)]
+    expected += torch.autograd.grad(expected[0], (q, k, v), grad)
+    leaves = [t.detach().to(dtype).requires_grad_(True) for t in (q, k, v)]
+    out = gemm_backend.criss_cross_attention(*leaves)
+    assert out.shape == v.shape and out.dtype == dtype and out.is_contiguous()
+    actual = [out, *torch.autograd.grad(out, leaves, grad.to(dtype))]
+    for got, want in zip(actual, expected, strict=True):
+        check_close(got, want, tol=None if dtype != torch.float16 else 2e-2)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 3, 2, 3, 4), (2, 2, 2, 3, 1, 2), (1, 2, 2, 1, 3, 2)], ids=str)
+def test_3d_gradcheck_float64(make_tensor, shape):
+    from cca.ops import gemm_backend_3d
+
+    assert torch.autograd.gradcheck(gemm_backend_3d.criss_cross_attention_3d, tuple(_volumes(make_tensor, shape, True)))
+
+
+@pytest.mark.parametrize("where", ["inf_value_self", "neg_inf_value", "nan_key"])
+def test_3d_non_finite_inputs_like_reference(make_tensor, where):
+    q, k, v = _volumes(make_tensor, (1, 2, 3, 3, 4, 5))
+    tensor, bad = {"inf_value_self": (v, float("inf")), "neg_inf_value": (v, float("-inf")),
+                   "nan_key": (k, float("nan"))}[where]
+    tensor[0, 1, 2, 3, 4] = bad
+    _same_nonfinite(gemm_backend.criss_cross_attention(q, k, v), reference.criss_cross_attention_3d(q, k, v))
 
 
 @pytest.mark.cuda

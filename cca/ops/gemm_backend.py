@@ -18,7 +18,8 @@ Backward (a :class:`torch.autograd.Function`, once differentiable): ``dP`` by th
 output gradient and the value, ``dS = P * (dP - sum(P dP))`` (``torch._softmax_backward_data``), then
 ``dq, dk, dv`` by the aggregation products and their adjoints. The attention ``S`` is the only saved tensor
 beside the inputs (the size of the ``(N, H+W-1, H, W)`` map the other backends save). Any device, any
-floating dtype; 3D attention stays on the other kernels.
+floating dtype; volumes ``(N, C, T, H, W)`` go to :mod:`cca.ops.gemm_backend_3d` (the same design with a
+time line).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def can_run(query: Tensor, key: Tensor, value: Tensor) -> str | None:
     """``None`` when this backend serves the arguments, else a one-line reason."""
-    if query.dim() != 4:
-        return f"the GEMM backend is 2D only (query.dim()={query.dim()}, expected 4: (N, C', H, W))"
+    if query.dim() not in (4, 5):
+        return f"the GEMM backend needs (N, C', H, W) or (N, C', T, H, W) (query.dim()={query.dim()})"
     if query.dtype not in _DTYPES:
         return f"the GEMM backend has no {query.dtype} path (expected one of {', '.join(map(str, _DTYPES))})"
     return None
@@ -152,15 +153,20 @@ def _softmax_backward(grad: Tensor, attention: Tensor) -> Tensor:
 
 
 def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    """Criss-cross attention by batched matmuls, autograd-enabled (module doc).
+    """Criss-cross attention by batched matmuls, autograd-enabled (module doc); 3D for 5-dim inputs.
 
     Args:
-        query: ``Tensor[N, C', H, W]``; key: same shape; value: ``Tensor[N, C, H, W]``.
+        query: ``Tensor[N, C', H, W]`` (or ``[N, C', T, H, W]``); key: same shape; value: ``Tensor[N, C, H, W]``
+            (or ``[N, C, T, H, W]``).
 
     Returns:
-        ``Tensor[N, C, H, W]``, contiguous.
+        ``Tensor[N, C, H, W]`` (or ``[N, C, T, H, W]``), contiguous.
     """
     reason = can_run(query, key, value)
     if reason is not None:
         raise ValueError(reason)
+    if query.dim() == 5:
+        from cca.ops.gemm_backend_3d import criss_cross_attention_3d
+
+        return criss_cross_attention_3d(query, key, value)
     return _GemmAttention.apply(query, key, value)
