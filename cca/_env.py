@@ -7,7 +7,7 @@
 * ``CCA_VERBOSE_BUILD``: ``1`` shows the compiler output of the JIT build.
 * ``CCA_CPU_SIMD``: ``0`` runs the 2D CPU ops on the generic kernels instead of the AVX2 ones
   (read by the C++ kernels at every call, ``csrc/cpu/simd.cpp``).
-* ``CCA_CUDA_KERNEL``: ``auto`` (default: the fastest of the CUDA backends, timed once per shape),
+* ``CCA_CUDA_KERNEL``: ``auto`` (default: the fastest CUDA backend of criss-cross attention, timed once per shape),
   ``fused`` (Triton), ``gemm`` (cuBLAS batched matmuls), ``simple`` (the compiled CUDA kernels) or
   ``einsum`` (the reference formulation);
   see :mod:`cca.ops.cuda_dispatch`.
@@ -36,7 +36,7 @@ def backend() -> str:
 
 
 def cuda_kernel() -> str:
-    """The requested CUDA backend of 2D criss-cross attention, validated (``auto`` when unset)."""
+    """The requested CUDA backend of criss-cross attention (2D and 3D), validated (``auto`` when unset)."""
     value = os.environ.get("CCA_CUDA_KERNEL", "auto").strip().lower() or "auto"
     if value not in CUDA_KERNELS:
         raise ValueError(f"CCA_CUDA_KERNEL must be one of {CUDA_KERNELS}, got CCA_CUDA_KERNEL={value!r}")

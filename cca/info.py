@@ -69,7 +69,7 @@ def collect() -> dict:
         simple = "simple" if status.get("cuda_kernels") else "simple (not built)"
         how = "chosen per shape among fused, gemm, " + simple + ", einsum" if info["cuda_kernel"] == "auto" else \
             f"{info['cuda_kernel']} (CCA_CUDA_KERNEL)"
-        info["active_cuda"] = f"2D attention: {how}; other ops and 3D: {info['active_cuda']}"
+        info["active_cuda"] = f"attention: {how}; ca_weight/ca_map: {info['active_cuda']}"
     return info
 
 

@@ -272,7 +272,7 @@ def test_every_backend_and_auto_on_cuda(make_tensor, check_close, monkeypatch, c
     out64 = reference.criss_cross_attention_2d(*leaves64)
     grads64 = torch.autograd.grad(out64, leaves64, grad.double().cpu())
     ran = []
-    for name in ("auto", *cuda_dispatch.BACKENDS):
+    for name in ("auto", *cuda_dispatch.BACKENDS):  # 2D
         monkeypatch.setenv("CCA_CUDA_KERNEL", name)
         if name != "auto" and cuda_dispatch.chooser().candidates[name].can_run(q, k, v) is not None:
             continue
@@ -296,10 +296,10 @@ def test_info_says_how_2d_attention_is_served_on_a_gpu(monkeypatch):
     status = {"backend_requested": "auto", "cpu_kernels": True, "cuda_kernels": False}
     monkeypatch.setattr(info._extension, "status", lambda: dict(status))
     monkeypatch.setenv("CCA_CUDA_KERNEL", "auto")
-    assert info.collect()["active_cuda"] == ("2D attention: chosen per shape among fused, gemm, simple (not built), "
-                                             "einsum; other ops and 3D: reference (no compiled kernels)")
+    assert info.collect()["active_cuda"] == ("attention: chosen per shape among fused, gemm, simple (not built), "
+                                             "einsum; ca_weight/ca_map: reference (no compiled kernels)")
     monkeypatch.setenv("CCA_CUDA_KERNEL", "gemm")
-    assert info.collect()["active_cuda"].startswith("2D attention: gemm (CCA_CUDA_KERNEL)")
+    assert info.collect()["active_cuda"].startswith("attention: gemm (CCA_CUDA_KERNEL)")
     status["backend_requested"] = "reference"
     assert info.collect()["active_cuda"].startswith("reference")
 
@@ -311,7 +311,47 @@ def test_profiler_sees_the_chosen_backend(make_tensor, monkeypatch):
     monkeypatch.setenv("CCA_CUDA_KERNEL", "auto")
     q, k, v = qkv(make_tensor)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        out = cuda_dispatch.criss_cross_attention_2d(q, k, v)
+        out = cuda_dispatch.criss_cross_attention(q, k, v)
     torch.testing.assert_close(out, reference.criss_cross_attention_2d(q, k, v))
     names = {event.name for event in prof.events()}
     assert "cca::criss_cross_attention_2d[gemm]" in names
+
+
+def test_volumes_are_their_own_op_with_their_candidates(make_tensor, check_close):
+    """3D: its own key; fused says why not; gemm, simple and einsum run and give the 3D reference's gradients."""
+    q, k = (make_tensor((1, 2, 2, 4, 5), requires_grad=True) for _ in range(2))
+    v = make_tensor((1, 3, 2, 4, 5), requires_grad=True)
+    assert cuda_dispatch.choice_key(q, k, v) == "criss_cross_attention_3d|forward+backward|1x2x3x2x4x5|float64|cpu"
+    candidates = cuda_dispatch.default_candidates()
+    assert candidates["fused"].can_run(q, k, v) == "the fused kernels are 2D only"
+    timed = []
+    chooser = Chooser({n: candidates[n] for n in ("gemm", "simple", "einsum")}, lambda fn: timed.append(fn()) or len(timed))
+    assert chooser.choose(q, k, v).name == "gemm"
+    expected = torch.autograd.grad(reference.criss_cross_attention_3d(q, k, v), (q, k, v), torch.ones_like(v))
+    assert len(timed) == 3
+    for grads in timed:
+        for got, want in zip(grads, expected, strict=True):
+            check_close(got, want)
+
+
+def test_3d_fake_cuda_tensors_stay_on_the_traced_ops(monkeypatch):
+    monkeypatch.setattr(cuda_dispatch, "chooser", lambda: pytest.fail("the chooser ran inside a fake-tensor trace"))
+    with FakeTensorMode():
+        q = torch.empty(1, 2, 3, 4, 5, device="cuda")
+        out = cca.criss_cross_attention_3d(q, q, torch.empty(1, 6, 3, 4, 5, device="cuda"))
+    assert out.shape == (1, 6, 3, 4, 5)
+
+
+@pytest.mark.cuda
+def test_3d_auto_on_cuda(make_tensor, check_close, monkeypatch):
+    monkeypatch.setenv("CCA_CUDA_KERNEL", "auto")
+    q, k = (make_tensor((1, 4, 3, 9, 11)).to("cuda", torch.float32).requires_grad_(True) for _ in range(2))
+    v = make_tensor((1, 8, 3, 9, 11)).to("cuda", torch.float32).requires_grad_(True)
+    out = cca.criss_cross_attention_3d(q, k, v)
+    leaves64 = [t.detach().double().cpu().requires_grad_(True) for t in (q, k, v)]
+    out64 = reference.criss_cross_attention_3d(*leaves64)
+    check_close(out, out64)
+    grads64 = torch.autograd.grad(out64, leaves64, torch.ones_like(out64))
+    for got, want in zip(torch.autograd.grad(out, (q, k, v), torch.ones_like(out)), grads64, strict=True):
+        check_close(got, want)
+    assert any(key.startswith("criss_cross_attention_3d|forward+backward|") for key in cuda_dispatch.chooser().choices)

@@ -3,8 +3,8 @@
 Each validates its arguments (:mod:`cca.ops._checks`) and runs the compiled kernels
 (``torch.ops.cca.*``, registered by :mod:`cca.ops._extension` and :mod:`cca.ops._registration`)
 or the pure-PyTorch reference (:mod:`cca.ops.reference`), as :func:`use_extension` decides.
-On CUDA tensors in eager mode, 2D :func:`criss_cross_attention` runs the fastest CUDA backend for
-its shape (:mod:`cca.ops.cuda_dispatch`).
+On CUDA tensors in eager mode, :func:`criss_cross_attention` and :func:`criss_cross_attention_3d` run
+the fastest CUDA backend for their shape (:mod:`cca.ops.cuda_dispatch`).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     """
     if cuda_dispatch.applies(query):
         check_qkv(query, key, value, 4)
-        return cuda_dispatch.criss_cross_attention_2d(query, key, value)
+        return cuda_dispatch.criss_cross_attention(query, key, value)
     return _attention(query, key, value, 4)
 
 
@@ -148,7 +148,12 @@ def criss_cross_attention_3d(query: Tensor, key: Tensor, value: Tensor) -> Tenso
 
     Returns:
         ``Tensor[N, C, T, H, W]``.
+
+    On CUDA tensors (eager mode) the backend is chosen per shape as for 2D (:mod:`cca.ops.cuda_dispatch`).
     """
+    if cuda_dispatch.applies(query):
+        check_qkv(query, key, value, 5)
+        return cuda_dispatch.criss_cross_attention(query, key, value)
     return _attention(query, key, value, 5)
 
 

@@ -1,11 +1,11 @@
-"""Per-shape choice among the CUDA backends of 2D criss-cross attention, by timing them on the device.
+"""Per-shape choice among the CUDA backends of criss-cross attention (2D and 3D), by timing them on the device.
 
-Backends (each autograd-enabled, ``(N, C', H, W) x2, (N, C, H, W) -> (N, C, H, W)``):
+Backends (each autograd-enabled, ``(N, C', H, W) x2, (N, C, H, W) -> (N, C, H, W)``, or the 3D shapes):
 
-* ``fused``: the Triton kernels of :mod:`cca.ops.triton_kernels` (online softmax, no map in HBM);
-* ``gemm``: :mod:`cca.ops.gemm_backend` (cuBLAS batched matmuls into a slot buffer);
-* ``simple``: the compiled CUDA kernels ``torch.ops.cca.ca_weight_2d -> softmax -> ca_map_2d``;
-* ``einsum``: the reference formulation (:func:`cca.ops.reference.criss_cross_attention_2d`), a candidate
+* ``fused``: the Triton kernels of :mod:`cca.ops.triton_kernels` (online softmax, no map in HBM; 2D only);
+* ``gemm``: :mod:`cca.ops.gemm_backend` (cuBLAS batched matmuls into a slot buffer; 2D and 3D);
+* ``simple``: the compiled CUDA kernels ``torch.ops.cca.ca_weight_* -> softmax -> ca_map_*``;
+* ``einsum``: the reference formulation (:mod:`cca.ops.reference`), a candidate
   so that the choice is never slower than einsum by construction (up to timing noise).
 
 The first call of a new key ``(op, pass, shape, dtype, TF32, determinism, device)`` times every candidate
@@ -44,10 +44,9 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from cca import _env
 
-__all__ = ["BACKENDS", "Candidate", "Chooser", "applies", "choice_key", "criss_cross_attention_2d", "cuda_event_timer"]
+__all__ = ["BACKENDS", "Candidate", "Chooser", "applies", "choice_key", "criss_cross_attention", "cuda_event_timer"]
 
 BACKENDS = ("fused", "gemm", "simple", "einsum")
-OP = "criss_cross_attention_2d"
 CACHE_FORMAT = 1
 logger = logging.getLogger(__name__)
 
@@ -88,20 +87,24 @@ def needs_backward(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def _op_name(query: Tensor) -> str:
+    return f"criss_cross_attention_{query.dim() - 2}d"
+
+
 @functools.cache
 def _device_name(index: int) -> str:
     return torch.cuda.get_device_name(index)
 
 
 def choice_key(query: Tensor, key: Tensor, value: Tensor) -> str:
-    """``op|pass|NxC'xCxHxW|dtype[+tf32][|deterministic]|device name`` of a call."""
-    n, cq, h, w = query.shape
+    """``op|pass|NxC'xCx[T]xHxW|dtype[+tf32][|deterministic]|device name`` of a call."""
+    n, cq, *spatial = query.shape
     dtype = str(query.dtype).removeprefix("torch.")
     if query.dtype == torch.float32 and query.is_cuda and torch.backends.cuda.matmul.allow_tf32:
         dtype += "+tf32"
     device = _device_name(query.device.index or 0) if query.is_cuda else str(query.device)
-    parts = [OP, "forward+backward" if needs_backward(query, key, value) else "forward",
-             f"{n}x{cq}x{value.shape[1]}x{h}x{w}", dtype]
+    parts = [_op_name(query), "forward+backward" if needs_backward(query, key, value) else "forward",
+             "x".join(map(str, (n, cq, value.shape[1], *spatial))), dtype]
     if torch.are_deterministic_algorithms_enabled():
         parts.append("deterministic")
     return "|".join([*parts, device])
@@ -230,6 +233,8 @@ def _fused_module():
 
 
 def _fused_can_run(query: Tensor, key: Tensor, value: Tensor) -> str | None:
+    if query.dim() != 4:
+        return "the fused kernels are 2D only"
     if torch.are_deterministic_algorithms_enabled():
         return "not a candidate under torch.use_deterministic_algorithms(True)"
     try:
@@ -254,17 +259,24 @@ def _simple_can_run(query: Tensor, key: Tensor, value: Tensor) -> str | None:
 def _simple_run(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     from cca.ops import criss_cross
 
-    return criss_cross.simple_attention(query, key, value)
+    return criss_cross._attention(query, key, value, query.dim())
+
+
+def _einsum_run(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    from cca.ops import reference
+
+    fn = reference.criss_cross_attention_2d if query.dim() == 4 else reference.criss_cross_attention_3d
+    return fn(query, key, value)
 
 
 def default_candidates() -> dict[str, Candidate]:
-    from cca.ops import gemm_backend, reference
+    from cca.ops import gemm_backend
 
     return {
         "fused": Candidate("fused", _fused_can_run, _fused_run),
         "gemm": Candidate("gemm", gemm_backend.can_run, gemm_backend.criss_cross_attention),
         "simple": Candidate("simple", _simple_can_run, _simple_run),
-        "einsum": Candidate("einsum", lambda q, k, v: None, reference.criss_cross_attention_2d),
+        "einsum": Candidate("einsum", lambda q, k, v: None, _einsum_run),
     }
 
 
@@ -283,7 +295,7 @@ def chooser() -> Chooser:
 
 
 def applies(query: Tensor) -> bool:
-    """Whether :func:`criss_cross_attention_2d` serves this call: an eager call on real CUDA tensors."""
+    """Whether :func:`criss_cross_attention` serves this call: an eager call on real CUDA tensors."""
     return (
         isinstance(query, Tensor)
         and query.device.type == "cuda"
@@ -304,8 +316,9 @@ def select(query: Tensor, key: Tensor, value: Tensor, chosen: Chooser | None = N
     return chosen.choose(query, key, value, timing_allowed=not capturing)
 
 
-def criss_cross_attention_2d(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    """Run the selected backend, under a profiler range ``cca::criss_cross_attention_2d[<backend>]``."""
+def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    """Run the selected backend (2D or 3D by the rank of ``query``), under a profiler range
+    ``cca::criss_cross_attention_2d[<backend>]`` (``_3d`` for volumes)."""
     candidate = select(query, key, value)
-    with torch.profiler.record_function(f"cca::{OP}[{candidate.name}]"):
+    with torch.profiler.record_function(f"cca::{_op_name(query)}[{candidate.name}]"):
         return candidate.run(query, key, value)
