@@ -89,8 +89,14 @@ def cuda_emulation(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def gpu_check(session: nox.Session) -> None:
-    """On a CUDA machine: build, CUDA tests, operator benchmark, table 5 on CUDA -> reports/gpu.md (<= 8 min; --quick, --dry-run)."""
+    """On a CUDA machine: build, CUDA tests, every CUDA backend + auto vs einsum, table 5 on CUDA -> reports/gpu.md (<= 8 min; --quick, --dry-run)."""
     _run(session, "experiments/gpu_check.py", *session.posargs)
+
+
+@nox.session(default=False)
+def gpu_model(session: nox.Session) -> None:
+    """GPU performance model (no GPU needed): bytes, FLOPs, roofline per CUDA backend -> reports/gpu_model.md."""
+    _run(session, "-m", "cca.profiling.gpu_model", *session.posargs)
 
 
 @nox.session(default=False)
@@ -107,9 +113,10 @@ def profile(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def report(session: nox.Session) -> None:
-    """Rebuild reports/operator.md (from the last `nox -s bench` results), claims.md and README.md from what is on disk."""
+    """Rebuild reports/operator.md (from the last `nox -s bench` results), gpu_model.md, claims.md and README.md from what is on disk."""
     if (ROOT / "results" / "benchmarks").is_dir():
         _run(session, "-m", "cca.reports.operator")
+    _run(session, "-m", "cca.profiling.gpu_model")
     _run(session, "-m", "experiments.reports.index", *session.posargs)
 
 

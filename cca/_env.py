@@ -7,6 +7,12 @@
 * ``CCA_VERBOSE_BUILD``: ``1`` shows the compiler output of the JIT build.
 * ``CCA_CPU_SIMD``: ``0`` runs the 2D CPU ops on the generic kernels instead of the AVX2 ones
   (read by the C++ kernels at every call, ``csrc/cpu/simd.cpp``).
+* ``CCA_CUDA_KERNEL``: ``auto`` (default: the fastest CUDA backend of criss-cross attention, timed once per shape),
+  ``fused`` (Triton), ``gemm`` (cuBLAS batched matmuls), ``simple`` (the compiled CUDA kernels) or
+  ``einsum`` (the reference formulation);
+  see :mod:`cca.ops.cuda_dispatch`.
+* ``CCA_CUDA_CHOICE_CACHE``: ``1`` keeps the CUDA backend choices in ``<cache dir>/cuda_choice.json``
+  across processes (default ``0``: timed once per process).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 import torch
 
 BACKENDS = ("auto", "extension", "reference")
+CUDA_KERNELS = ("auto", "fused", "gemm", "simple", "einsum")
 
 
 def backend() -> str:
@@ -26,6 +33,22 @@ def backend() -> str:
     if value not in BACKENDS:
         raise ValueError(f"CCA_BACKEND must be one of {BACKENDS}, got CCA_BACKEND={value!r}")
     return value
+
+
+def cuda_kernel() -> str:
+    """The requested CUDA backend of criss-cross attention (2D and 3D), validated (``auto`` when unset)."""
+    value = os.environ.get("CCA_CUDA_KERNEL", "auto").strip().lower() or "auto"
+    if value not in CUDA_KERNELS:
+        raise ValueError(f"CCA_CUDA_KERNEL must be one of {CUDA_KERNELS}, got CCA_CUDA_KERNEL={value!r}")
+    return value
+
+
+def cuda_choice_cache() -> bool:
+    """Whether the CUDA backend choices are kept on disk (``CCA_CUDA_CHOICE_CACHE=1``)."""
+    value = os.environ.get("CCA_CUDA_CHOICE_CACHE", "0").strip().lower()
+    if value not in ("", "0", "1", "false", "true", "no", "yes"):
+        raise ValueError(f"CCA_CUDA_CHOICE_CACHE must be 0 or 1, got CCA_CUDA_CHOICE_CACHE={value!r}")
+    return value in ("1", "true", "yes")
 
 
 def cache_dir() -> Path:

@@ -14,7 +14,7 @@ import torch
 
 import cca
 from cca import _env
-from cca.ops import _extension
+from cca.ops import _extension, cuda_dispatch
 
 
 def _active(device: str, status: dict, gpu_visible: bool) -> str:
@@ -64,7 +64,47 @@ def collect() -> dict:
     info.update(status)
     info["active_cpu"] = _active("cpu", status, True)
     info["active_cuda"] = _active("cuda", status, gpu_visible)
+    info.update(cuda_choice())
+    if gpu_visible and status.get("backend_requested") not in (None, "reference"):
+        simple = "simple" if status.get("cuda_kernels") else "simple (not built)"
+        how = "chosen per shape among fused, gemm, " + simple + ", einsum" if info["cuda_kernel"] == "auto" else \
+            f"{info['cuda_kernel']} (CCA_CUDA_KERNEL)"
+        info["active_cuda"] = f"attention: {how}; ca_weight/ca_map: {info['active_cuda']}"
     return info
+
+
+def cuda_choice() -> dict:
+    """The CUDA backend setting and the backend choices: this process's and the disk cache's."""
+    try:
+        requested = _env.cuda_kernel()
+    except ValueError as exc:
+        requested = f"invalid ({exc})"
+    try:
+        on_disk = _env.cuda_choice_cache()
+    except ValueError:
+        on_disk = False
+    path = _env.cache_dir() / "cuda_choice.json"
+    process = cuda_dispatch._chooser.choices if cuda_dispatch._chooser is not None else {}
+    disk = cuda_dispatch.Chooser({}, cache_path=path).disk_choices() if path.is_file() else {}
+    return {
+        "cuda_kernel_env": os.environ.get("CCA_CUDA_KERNEL"),
+        "cuda_kernel": requested,
+        "cuda_choice_cache_env": os.environ.get("CCA_CUDA_CHOICE_CACHE"),
+        "cuda_choice_cache_on": on_disk,
+        "cuda_choice_cache_file": str(path),
+        "cuda_choices_process": {k: {"winner": c.winner, "times_ms": c.times_ms} for k, c in process.items()},
+        "cuda_choices_disk": disk,
+    }
+
+
+def _choice_lines(title: str, choices: dict) -> list[str]:
+    if not choices:
+        return [f"{title:<18s}none"]
+    lines = [f"{title:<18s}{len(choices)}"]
+    for key, entry in sorted(choices.items()):
+        times = ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(entry.get("times_ms", {}).items(), key=lambda kv: kv[1]))
+        lines.append(f"  {key} -> {entry['winner']}" + (f" ({times})" if times else ""))
+    return lines
 
 
 def _yes(value) -> str:
@@ -91,6 +131,11 @@ def format_text(info: dict) -> str:
         f"JIT cache         {info['cache_dir']}",
         f"sources (csrc)    {info['csrc']}",
         f"load error        {info['error'] or 'none'}",
+        f"CCA_CUDA_KERNEL   {info['cuda_kernel_env'] or 'unset'} -> {info['cuda_kernel']}",
+        f"choice cache      {'on' if info['cuda_choice_cache_on'] else 'off (CCA_CUDA_CHOICE_CACHE=1 turns it on)'}: "
+        f"{info['cuda_choice_cache_file']}",
+        *_choice_lines("choices (process)", info["cuda_choices_process"]),
+        *_choice_lines("choices (disk)", info["cuda_choices_disk"]),
     ]
     return "\n".join(lines)
 

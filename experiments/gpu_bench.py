@@ -1,11 +1,14 @@
-"""The operator on CUDA: ours vs einsum vs an axial formulation on PyTorch's fused attention, and the
-roofline of our kernels (used by ``experiments/gpu_check.py``; the roofline needs no GPU).
+"""The operator on CUDA: every backend and the auto choice vs einsum and an axial formulation on PyTorch's
+fused attention, and the roofline of the simple kernels (used by ``experiments/gpu_check.py``; the roofline
+needs no GPU).
 
 Formulations of criss-cross attention, ``(N, C', H, W) x2, (N, C, H, W) -> (N, C, H, W)``, no 1/sqrt(d)
 (CCNet has none):
 
-* ``ours``: ``cca.criss_cross_attention`` (the CUDA kernels of ``csrc/cuda/``);
 * ``einsum``: ``cca.ops.reference.criss_cross_attention_2d`` (materialises the (N, H+W-1, H, W) energy);
+* ``auto``: ``cca.criss_cross_attention`` (the backend chosen per shape, :mod:`cca.ops.cuda_dispatch`);
+* ``gemm``, ``simple``, ``fused``: each CUDA backend called directly (``cca.ops.gemm_backend``, the compiled
+  kernels of ``csrc/cuda/``, the Triton kernels of ``cca.ops.triton_kernels``);
 * ``axial_sdpa``: attention over each row and over each column with PyTorch's fused attention kernel
   (memory-efficient attention on CUDA; flash, padded to one head size, on CPU; scale=1), merged by their log-sum-exp with the
   pixel itself counted once: ``out = (Z_r O_r + Z_c O_c - e^{s_uu} v_u) / (Z_r + Z_c - e^{s_uu})``.
@@ -22,25 +25,25 @@ import torch
 from torch import Tensor
 
 import cca
+from cca import _env
 from cca.ops import reference
+from cca.profiling import gpu_model
 
 PAPER_SHAPE = (1, 64, 512, 97)  # N, C' (= C / 8), C, H = W: the paper's 97x97 map of 512 channels
 SIZES = (97, 194, 388)  # the paper's map and 2x, 4x larger
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-# Peak DRAM bandwidth (GB/s) and FP32 CUDA-core peak (TFLOP/s, no tensor cores: our kernels use scalar
-# FMAs and accumulate in float32) from NVIDIA's data sheets: A100 SXM4 80GB (A100 datasheet, 2021),
-# H100 SXM5 (H100 datasheet, 2023), H200 SXM (H200 product page / datasheet, 2024).
+# Peak DRAM bandwidth (GB/s) and FP32 CUDA-core peak (TFLOP/s) of the simple kernels' roofline (scalar FMAs,
+# float32 accumulation): the datasheet figures of cca/profiling/gpu_peaks.csv, named there.
 GPU_SPECS = {
-    "A100": {"bandwidth_gb_s": 2039.0, "fp32_tflops": 19.5, "source": "NVIDIA A100 80GB SXM4 datasheet"},
-    "H100": {"bandwidth_gb_s": 3350.0, "fp32_tflops": 67.0, "source": "NVIDIA H100 SXM5 datasheet"},
-    "H200": {"bandwidth_gb_s": 4800.0, "fp32_tflops": 67.0, "source": "NVIDIA H200 SXM datasheet"},
+    gpu: {"bandwidth_gb_s": peak["hbm_gb_s"], "fp32_tflops": peak["fp32_tflops"], "source": peak["source"]}
+    for gpu, peak in gpu_model.gpu_peaks().items()
 }
 
 
 def gpu_key(device_name: str) -> str | None:
     """The ``GPU_SPECS`` key named in ``device_name`` ("NVIDIA H200" -> "H200"), or ``None``."""
-    return next((key for key in GPU_SPECS if key in device_name.upper()), None)
+    return gpu_model.gpu_key(device_name, GPU_SPECS)
 
 
 # --------------------------------------------------------------------------- roofline
@@ -128,11 +131,36 @@ def axial_sdpa(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     return merged.permute(0, 3, 1, 2).to(value.dtype)
 
 
+def _fused(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    from cca.ops import triton_kernels  # absent or failing: the case records the error
+
+    return triton_kernels.criss_cross_attention(query, key, value)
+
+
+def _gemm(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    from cca.ops import gemm_backend
+
+    return gemm_backend.criss_cross_attention(query, key, value)
+
+
+def _simple(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    from cca.ops import _extension, criss_cross
+
+    if not _extension.has_kernel("cuda"):
+        raise RuntimeError("the compiled CUDA kernels are not loaded (python -m cca.info)")
+    return criss_cross.simple_attention(query, key, value)
+
+
+# einsum and auto first: the auto-vs-einsum check needs both when the budget runs out
 FORMULATIONS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    "ours": cca.criss_cross_attention,
     "einsum": reference.criss_cross_attention_2d,
+    "auto": cca.criss_cross_attention,
+    "gemm": _gemm,
+    "simple": _simple,
+    "fused": _fused,
     "axial_sdpa": axial_sdpa,
 }
+MODELLED = {"einsum", "gemm", "simple", "fused"}  # formulations with bytes in cca.profiling.gpu_model
 
 
 # --------------------------------------------------------------------------- timing (CUDA)
@@ -158,11 +186,16 @@ def bench_case(name: str, size: int, dtype: torch.dtype, repeats: int, device: s
     q, k = (torch.randn(n, cq, size, size, device=device, generator=gen).mul_(cq**-0.5).to(dtype) for _ in range(2))
     v = torch.randn(n, c, size, size, device=device, generator=gen).to(dtype)
     grad = torch.randn_like(v)
-    row = {"formulation": name, "size": f"{size}x{size}", "dtype": str(dtype).removeprefix("torch."), "error": ""}
+    device_name = torch.cuda.get_device_name() if device == "cuda" else device
+    row = {"formulation": name, "size": f"{size}x{size}", "dtype": str(dtype).removeprefix("torch."), "error": "",
+           "device": device_name}
     try:
         with torch.no_grad():
             row["forward_ms"] = _time_ms(lambda: fn(q, k, v), 2, repeats)
+            row["backend_forward"] = _backend_of(name, q, k, v)
         leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        torch.autograd.grad(fn(*leaves), leaves, grad)  # auto: the choice is timed here, outside the peak
+        row["backend_forward_backward"] = _backend_of(name, *leaves)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -170,7 +203,36 @@ def bench_case(name: str, size: int, dtype: torch.dtype, repeats: int, device: s
         row["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     except Exception as exc:  # one failing formulation (e.g. out of memory) must not stop the check
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    row.update(model_columns(row, gpu_model.Shape(n, cq, c, size, size), torch.backends.cuda.matmul.allow_tf32))
     return row
+
+
+def _backend_of(name: str, query: Tensor, key: Tensor, value: Tensor) -> str:
+    """The backend a formulation ran: itself, or for ``auto`` the choice of this call's key."""
+    if name != "auto":
+        return name
+    from cca.ops import cuda_dispatch
+
+    choice = cuda_dispatch.chooser().choices.get(cuda_dispatch.choice_key(query, key, value))
+    return choice.winner if choice else _env.cuda_kernel()  # not timed: CCA_CUDA_KERNEL forced one
+
+
+def model_columns(row: dict, shape: gpu_model.Shape, allow_tf32: bool) -> dict:
+    """GB/s (the model's HBM bytes over the measured time) and % of the model's roofline time, per pass,
+    for a formulation the model knows (auto: the backend it chose); the GPU from ``row["device"]``."""
+    gpu = gpu_model.gpu_key(str(row.get("device", "")))
+    precision = gpu_model.precision_of("tf32" if row["dtype"] == "float32" and allow_tf32 else row["dtype"])
+    out = {}
+    for which, column in (("forward", "forward_ms"), ("forward_backward", "forward_backward_ms")):
+        backend, ms = row.get(f"backend_{which}"), row.get(column)
+        if backend not in MODELLED or not ms:
+            continue
+        passes = ("forward",) if which == "forward" else gpu_model.PASSES
+        parts = [gpu_model.summary(backend, p, shape, precision, gpu_model.gpu_peaks()) for p in passes]
+        out[f"{which}_gb_s"] = sum(p["hbm_mib"] for p in parts) * 2**20 / (ms * 1e-3) / 1e9
+        if gpu is not None:
+            out[f"{which}_roofline_pct"] = 100 * sum(p[f"{gpu}_us"] for p in parts) / (ms * 1e3)
+    return out
 
 
 def bench(sizes=SIZES, dtypes=DTYPES, repeats: int = 10, log=print) -> list[dict]:

@@ -4,13 +4,17 @@ Steps, each timed against its budget (``--dry-run`` lists them; needs no GPU):
 
 * ``build``: compile the CUDA extension for this GPU's architecture only (skipped when ``cca/_C*.so``
   is newer than ``csrc/`` and has CUDA kernels);
-* ``tests``: ``pytest tests/test_cuda.py`` (``--quick``: without the ``torch.compile`` and opcheck tests);
-* ``bench``: ours vs einsum vs axial fused attention (``experiments/gpu_bench.py``), forward and
-  forward+backward, float32/float16/bfloat16, 97x97 and 2x, 4x larger maps (``--quick``: 97 and 194);
+* ``tests``: ``pytest tests/test_cuda.py`` and the CUDA tests of the GEMM backend and the backend choice
+  (``--quick``: without the ``torch.compile`` and opcheck tests);
+* ``bench``: every CUDA backend (gemm, simple, fused) and the auto choice vs einsum and axial fused attention
+  (``experiments/gpu_bench.py``), forward and forward+backward, float32/float16/bfloat16, 97x97 and 2x, 4x
+  larger maps (``--quick``: 97 and 194), with GB/s and % of roofline from ``cca.profiling.gpu_model``;
+  **fails** when auto is slower than einsum on any case (by more than ``AUTO_SLACK`` for timing noise);
 * ``efficiency``: table 5 blocks on CUDA, ``python -m cca.profiling BLOCK --device cuda --json``
   (peak memory by ``torch.cuda.max_memory_allocated``), and ``--network resnet50`` when
   ``cca.profiling`` has that option (else skipped, with the reason);
-* ``report``: ``reports/gpu.md`` + CSVs naming the device, with the kernels' roofline at the paper's shape.
+* ``report``: ``reports/gpu.md`` + CSVs naming the device, with the kernels' roofline at the paper's shape,
+  and ``reports/gpu_model.md`` again with the measured times beside the predicted ones.
 
     python experiments/gpu_check.py [--quick] [--dry-run]
 """
@@ -32,6 +36,8 @@ if str(ROOT) not in sys.path:
 
 TOTAL_LIMIT_S = {"full": 480, "quick": 240}
 REPORT = ROOT / "reports" / "gpu.md"
+AUTO_SLACK = 1.05  # auto fails the check when its median is above 1.05x einsum's (timing noise below that)
+CUDA_TESTS = ("tests/test_cuda.py", "tests/test_gemm_backend.py", "tests/test_cuda_dispatch.py")
 
 
 @dataclass(frozen=True)
@@ -42,14 +48,29 @@ class Step:
 
 
 STEPS = (
-    Step("build", {"full": 180, "quick": 140}, "setup.py build_ext --inplace, FORCE_CUDA=1, this GPU's arch only"),
-    Step("tests", {"full": 120, "quick": 45}, "pytest tests/test_cuda.py (quick: no torch.compile/opcheck)"),
-    Step("bench", {"full": 90, "quick": 25}, "ours/einsum/axial_sdpa x fwd, fwd+bwd x 3 dtypes x 97/194/388 (quick: 97/194)"),
-    Step("efficiency", {"full": 60, "quick": 25}, "python -m cca.profiling BLOCK --device cuda --json (+ --network resnet50)"),
+    Step("build", {"full": 170, "quick": 125}, "setup.py build_ext --inplace, FORCE_CUDA=1, this GPU's arch only"),
+    Step("tests", {"full": 100, "quick": 40}, "pytest the CUDA tests (-m cuda; quick: no torch.compile/opcheck)"),
+    Step("bench", {"full": 150, "quick": 55}, "every backend + auto vs einsum/axial_sdpa x fwd, fwd+bwd x 3 dtypes x sizes; fails if auto is slower than einsum"),
+    Step("efficiency", {"full": 50, "quick": 15}, "python -m cca.profiling BLOCK --device cuda --json (+ --network resnet50)"),
     Step("report", {"full": 10, "quick": 5}, "reports/gpu.md + gpu*.csv via cca.reports.render"),
 )
 BLOCKS = {"full": ("nonlocal", "cca", "rcca"), "quick": ("nonlocal", "rcca")}
 QUICK_TEST_FILTER = "not torch_compile and not opcheck"
+
+
+def bench_plan(mode: str) -> list[str]:
+    """What the bench step times: the formulations (every CUDA backend, auto, the baselines) and the cases."""
+    from experiments import gpu_bench
+
+    n, cq, c, _ = gpu_bench.PAPER_SHAPE
+    sizes = gpu_bench.SIZES if mode == "full" else gpu_bench.SIZES[:2]
+    return [
+        f"backends: {', '.join(gpu_bench.FORMULATIONS)} (auto = cca.criss_cross_attention, choosing among "
+        "fused, gemm, simple, einsum per shape)",
+        f"cases: N={n}, C'={cq}, C={c}; sizes {', '.join(f'{s}x{s}' for s in sizes)}; dtypes "
+        f"{', '.join(str(d).removeprefix('torch.') for d in gpu_bench.DTYPES)}; passes forward, forward+backward",
+        f"check: auto <= {AUTO_SLACK} x einsum on every case, else exit 1",
+    ]
 
 
 def plan(mode: str) -> list[dict]:
@@ -93,7 +114,7 @@ def step_build(remaining_s: float, mode: str) -> tuple[str, str]:
 
 
 def step_tests(remaining_s: float, mode: str) -> tuple[str, str]:
-    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"]
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CUDA_TESTS, "-m", "cuda"]
     if mode == "quick":
         args += ["-k", QUICK_TEST_FILTER]
     code, out = _run(args, remaining_s)
@@ -106,11 +127,8 @@ def step_tests(remaining_s: float, mode: str) -> tuple[str, str]:
 def step_bench(remaining_s: float, mode: str, results: dict) -> tuple[str, str]:
     import torch
 
-    import cca
     from experiments import gpu_bench
 
-    if not cca.ops.use_extension(torch.device("cuda")):
-        return "failed", "the CUDA kernels are not loaded: `ours` would be the einsum reference"
     deadline = time.monotonic() + remaining_s
     sizes = gpu_bench.SIZES if mode == "full" else gpu_bench.SIZES[:2]
     rows = []
@@ -124,8 +142,41 @@ def step_bench(remaining_s: float, mode: str, results: dict) -> tuple[str, str]:
                 print(f"  {rows[-1]}", flush=True)
                 torch.cuda.empty_cache()
     results["bench"] = rows
-    failed = sum(bool(r.get("error")) for r in rows)
-    return ("ok" if not failed else "partial"), f"{len(rows) - failed}/{len(rows)} cases"
+    results["auto_vs_einsum"] = verdicts = auto_vs_einsum(rows)
+    failed = sum(bool(r.get("error")) for r in rows if r["formulation"] in ("einsum", "auto"))
+    slower = [v for v in verdicts if v["verdict"].startswith("slower")]
+    unmeasured = [v for v in verdicts if v["verdict"].startswith("not measured")]
+    for v in slower:
+        print(f"  FAIL: auto is slower than einsum: {v['size']} {v['dtype']} {v['pass']}: auto {v['auto_ms']} ms "
+              f"vs einsum {v['einsum_ms']} ms ({v['verdict']})", flush=True)
+    for v in unmeasured:
+        print(f"  NOT CHECKED: auto vs einsum at {v['size']} {v['dtype']} {v['pass']}: {v['verdict']}", flush=True)
+    errors = sum(bool(r.get("error")) for r in rows)
+    ok = len(verdicts) - len(slower) - len(unmeasured)
+    detail = f"{len(rows) - errors}/{len(rows)} cases; auto vs einsum: {ok}/{len(verdicts)} ok"
+    detail += f", {len(slower)} slower" if slower else ""
+    detail += f", {len(unmeasured)} not measured" if unmeasured else ""
+    return ("failed" if slower or failed else "partial" if unmeasured else "ok"), detail
+
+
+def auto_vs_einsum(rows: list[dict]) -> list[dict]:
+    """Per size, dtype and pass: auto's median against einsum's; verdict ``ok`` when auto <= AUTO_SLACK x einsum."""
+    by_case = {(r["formulation"], r["size"], r["dtype"]): r for r in rows}
+    verdicts = []
+    for (name, size, dtype), auto in by_case.items():
+        if name != "auto":
+            continue
+        einsum = by_case.get(("einsum", size, dtype), {})
+        for which in ("forward_ms", "forward_backward_ms"):
+            a, e = auto.get(which), einsum.get(which)
+            if a is None or e is None or a != a or e != e:
+                verdict = "not measured: " + (auto.get("error") or einsum.get("error") or "missing")
+            else:
+                verdict = "ok" if a <= AUTO_SLACK * e else f"slower: {a / e:.2f}x einsum's time"
+            verdicts.append({"size": size, "dtype": dtype, "pass": which[:-3].replace("_", "+"),
+                             "auto_ms": a, "einsum_ms": e, "chosen": auto.get(f"backend_{which[:-3]}"),
+                             "verdict": verdict})
+    return verdicts
 
 
 def _has_network_option() -> bool:
@@ -184,10 +235,10 @@ def write_report(results: dict, steps: list[dict], mode: str, total_s: float, de
     gpus = (gpu,) if gpu else tuple(gpu_bench.GPU_SPECS)
     bench = pd.DataFrame(results.get("bench", []))
     if not bench.empty and "forward_ms" in bench:
-        ours = bench[bench.formulation == "ours"].set_index(["size", "dtype"])
+        einsum = bench[bench.formulation == "einsum"].set_index(["size", "dtype"])
         for column in ("forward_ms", "forward_backward_ms"):
             key = bench.set_index(["size", "dtype"]).index
-            bench[f"{column[:-3]}_x_ours"] = bench[column].to_numpy() / ours[column].reindex(key).to_numpy()
+            bench[f"{column[:-3]}_x_einsum"] = einsum[column].reindex(key).to_numpy() / bench[column].to_numpy()
     roof = pd.concat(
         [pd.DataFrame(gpu_bench.roofline(gpu_bench.PAPER_SHAPE, nbytes, gpus)).assign(dtype=name)
          for name, nbytes in (("float32", 4), ("float16/bfloat16", 2))]
@@ -203,26 +254,34 @@ def write_report(results: dict, steps: list[dict], mode: str, total_s: float, de
         "blocks on CUDA, and the kernels' roofline at the paper's shape to judge the measured times against.",
         tables=[
             ("Steps", pd.DataFrame(steps)),
+            ("Auto choice vs einsum (the check fails on any row not ok)", pd.DataFrame(results.get("auto_vs_einsum", []))),
             ("Operator: forward and forward+backward (median ms; peak MiB above the inputs)", bench),
             ("Table 5 blocks on CUDA (python -m cca.profiling ... --device cuda)", efficiency),
-            (f"Roofline of each kernel at N={n}, C'={cq}, C={c}, {size}x{size} ({', '.join(gpus)})", roof),
+            (f"Roofline of each simple kernel at N={n}, C'={cq}, C={c}, {size}x{size} ({', '.join(gpus)})", roof),
         ],
         notes=[
-            "`x_ours` columns: time of the formulation / time of ours at the same size and dtype (>1: ours is faster).",
+            "`x_einsum` columns: einsum's time / the formulation's at the same size and dtype (>1: faster than einsum). "
+            "`backend_*`: the backend that ran (for auto, its choice). `*_gb_s`: the HBM bytes of "
+            "`cca/profiling/gpu_model.py` for that backend over the measured time; `*_roofline_pct`: the model's "
+            f"roofline time / the measured time. auto fails the check above {AUTO_SLACK}x einsum's time.",
             "`axial_sdpa`: row and column memory-efficient attention merged by log-sum-exp; PyTorch returns the "
             "log-sum-exp without a gradient, so its backward omits that term: its forward+backward is a lower bound.",
-            "Roofline: compulsory traffic (each input read once, each output written once) at the GPU's peak DRAM "
-            "bandwidth, and 2 FLOPs per multiply-add at its FP32 CUDA-core peak (the kernels use no tensor cores); "
+            "Roofline of the simple kernels: compulsory traffic (each input read once, each output written once) at "
+            "the GPU's peak DRAM bandwidth, and 2 FLOPs per multiply-add at its FP32 CUDA-core peak (no tensor cores); "
             "time = max of the two. " + "; ".join(f"{k}: {v['source']}" for k, v in gpu_bench.GPU_SPECS.items() if k in gpus),
             "The attention also runs a softmax over the (N, H+W-1, H, W) energy between the two kernels (not in the roofline).",
-            *(f"{gpu}, {name}: ours at 97x97 is bounded below by {part.loc[part.op.str.contains('forward'), f'{gpu}_us'].sum():.1f} us "
+            *(f"{gpu}, {name}: the simple kernels at 97x97 are bounded below by {part.loc[part.op.str.contains('forward'), f'{gpu}_us'].sum():.1f} us "
               f"forward (2 kernels) and {part[f'{gpu}_us'].sum():.1f} us forward+backward (6 kernels)."
               for gpu in gpus for name, part in roof.groupby("dtype")),
         ],
     )
     csvs = {path.with_name("gpu.csv"): bench, path.with_name("gpu_roofline.csv"): roof,
             path.with_name("gpu_efficiency.csv"): efficiency, path.with_name("gpu_steps.csv"): pd.DataFrame(steps)}
-    return render(report, path, csvs)
+    written = render(report, path, csvs)
+    from cca.profiling import gpu_model
+
+    gpu_model.write(path.parent, path.with_name("gpu.csv"))  # measured beside predicted
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_check ({mode}): {len(steps)} steps, {steps[-1]['deadline_s']} s planned, limit {TOTAL_LIMIT_S[mode]} s")
         for row in steps:
             print(f"  {row['step']:<11s} budget {row['budget_s']:>4d} s  (done by {row['deadline_s']:>4d} s)  {row['what']}")
+        for line in bench_plan(mode):
+            print(f"  {line}")
         return 0
     import torch
 

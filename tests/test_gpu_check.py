@@ -33,6 +33,9 @@ def test_dry_run_lists_steps_and_budgets(capsys, flags):
     for row in gpu_check.plan(mode):
         assert f"{row['step']:<11s} budget {row['budget_s']:>4d} s" in out
     assert f"limit {gpu_check.TOTAL_LIMIT_S[mode]} s" in out
+    assert "backends: einsum, auto, gemm, simple, fused, axial_sdpa" in out
+    assert "sizes 97x97, 194x194" in out and ("388x388" in out) == (mode == "full")
+    assert "dtypes float32, float16, bfloat16; passes forward, forward+backward" in out
 
 
 def test_dry_run_as_a_script_needs_no_gpu():
@@ -109,16 +112,70 @@ def test_report_renders_results(tmp_path):
     bench = [
         {"formulation": name, "size": "97x97", "dtype": "float32", "error": "", "forward_ms": ms,
          "forward_backward_ms": 3 * ms, "peak_mib": 10.0}
-        for name, ms in (("ours", 1.0), ("einsum", 4.0), ("axial_sdpa", 2.0))
+        for name, ms in (("auto", 1.0), ("einsum", 4.0), ("axial_sdpa", 2.0))
     ]
-    results = {"bench": bench, "efficiency": [{"run": "rcca", "peak_memory_mib": 5.0}]}
+    for row in bench:
+        row["device"] = "FAKE H200 (test)"
+    results = {"bench": bench, "efficiency": [{"run": "rcca", "peak_memory_mib": 5.0}],
+               "auto_vs_einsum": gpu_check.auto_vs_einsum(bench)}
     steps = [{"step": "build", "status": "ok", "elapsed_s": 1.0, "budget_s": 180, "detail": "test"}]
     prov = {"command": "test", "time_utc": "now", "hardware": "FAKE H200 (test)", "commit": "abc"}
     path = gpu_check.write_report(results, steps, "full", 12.0, "FAKE H200 (test)", prov, tmp_path / "gpu.md")
     text = path.read_text()
     assert "CUDA check on FAKE H200 (test)" in text and "H200_us" in text and "A100_us" not in text
     frame = __import__("pandas").read_csv(tmp_path / "gpu.csv")
-    assert list(frame.forward_x_ours) == [1.0, 4.0, 2.0]
-    assert list(frame.forward_backward_x_ours) == [1.0, 4.0, 2.0]
-    for name in ("gpu_roofline.csv", "gpu_efficiency.csv", "gpu_steps.csv"):
+    assert list(frame.forward_x_einsum) == [4.0, 1.0, 2.0]
+    assert list(frame.forward_backward_x_einsum) == [4.0, 1.0, 2.0]
+    assert "Auto choice vs einsum" in text
+    for name in ("gpu_roofline.csv", "gpu_efficiency.csv", "gpu_steps.csv", "gpu_model.md", "gpu_model.csv"):
         assert (tmp_path / name).is_file()
+    assert "auto" not in __import__("pandas").read_csv(tmp_path / "gpu_model_measured.csv").backend.tolist()
+    assert "Measured (reports/gpu.md) beside predicted" in (tmp_path / "gpu_model.md").read_text()
+
+
+def test_auto_vs_einsum_verdicts():
+    rows = [{"formulation": "einsum", "size": "97x97", "dtype": "float32", "forward_ms": 2.0, "forward_backward_ms": 6.0},
+            {"formulation": "auto", "size": "97x97", "dtype": "float32", "forward_ms": 2.08, "forward_backward_ms": 6.5,
+             "backend_forward": "gemm", "backend_forward_backward": "einsum"},
+            {"formulation": "auto", "size": "194x194", "dtype": "float32", "error": "OutOfMemoryError: x"}]
+    verdicts = gpu_check.auto_vs_einsum(rows)
+    assert [(v["size"], v["pass"], v["chosen"]) for v in verdicts] == [
+        ("97x97", "forward", "gemm"), ("97x97", "forward+backward", "einsum"),
+        ("194x194", "forward", None), ("194x194", "forward+backward", None)]
+    assert verdicts[0]["verdict"] == "ok"  # 1.04x: within AUTO_SLACK
+    assert verdicts[1]["verdict"] == "slower: 1.08x einsum's time"
+    assert verdicts[2]["verdict"].startswith("not measured: OutOfMemoryError")
+
+
+def test_bench_step_fails_when_auto_is_slower(monkeypatch):
+    rows = {("einsum", 97): 1.0, ("auto", 97): 2.0}
+
+    def fake_case(name, size, dtype, repeats):
+        ms = rows.get((name, size), 1.0)
+        return {"formulation": name, "size": f"{size}x{size}", "dtype": str(dtype)[6:], "error": "",
+                "forward_ms": ms, "forward_backward_ms": ms}
+
+    monkeypatch.setattr(gpu_bench, "bench_case", fake_case)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    results = {}
+    status, detail = gpu_check.step_bench(60, "quick", results)
+    assert status == "failed" and "auto vs einsum: 6/12 ok, 6 slower" in detail
+    assert len(results["bench"]) == 2 * 3 * len(gpu_bench.FORMULATIONS)
+    rows.clear()  # auto as fast as einsum, but one case never measured: not ok, and not called slower
+    monkeypatch.setattr(gpu_bench, "bench_case", lambda name, size, dtype, repeats: {
+        **fake_case(name, size, dtype, repeats), **({"error": "x", "forward_ms": None} if size == 194 else {})})
+    status, detail = gpu_check.step_bench(60, "quick", results)
+    assert status == "failed" and detail.endswith("auto vs einsum: 9/12 ok, 3 not measured")
+
+
+def test_model_columns_use_the_model_bytes():
+    from cca.profiling import gpu_model
+
+    shape = gpu_model.Shape(1, 64, 512, 97, 97)
+    row = {"dtype": "bfloat16", "device": "NVIDIA H100 80GB HBM3", "backend_forward": "gemm",
+           "backend_forward_backward": "axial_sdpa", "forward_ms": 0.1, "forward_backward_ms": 0.3}
+    cols = gpu_bench.model_columns(row, shape, allow_tf32=False)
+    fwd = gpu_model.summary("gemm", "forward", shape, "bfloat16/float16", gpu_model.gpu_peaks())
+    assert cols["forward_gb_s"] == pytest.approx(fwd["hbm_mib"] * 2**20 / 1e-4 / 1e9)
+    assert cols["forward_roofline_pct"] == pytest.approx(100 * fwd["H100_us"] / 100.0)
+    assert "forward_backward_gb_s" not in cols  # axial_sdpa is not modelled

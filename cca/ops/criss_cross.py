@@ -3,6 +3,8 @@
 Each validates its arguments (:mod:`cca.ops._checks`) and runs the compiled kernels
 (``torch.ops.cca.*``, registered by :mod:`cca.ops._extension` and :mod:`cca.ops._registration`)
 or the pure-PyTorch reference (:mod:`cca.ops.reference`), as :func:`use_extension` decides.
+On CUDA tensors in eager mode, :func:`criss_cross_attention` and :func:`criss_cross_attention_3d` run
+the fastest CUDA backend for their shape (:mod:`cca.ops.cuda_dispatch`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from cca import _env
-from cca.ops import _extension, reference
+from cca.ops import _extension, cuda_dispatch, reference
 from cca.ops._checks import check_attention, check_qkv, check_rank
 from cca.ops.reference import position_softmax
 
@@ -112,8 +114,16 @@ def _attention(query: Tensor, key: Tensor, value: Tensor, ndim: int) -> Tensor:
     return _op(f"ca_map_{dim}", query.device)(_softmax_of_fresh_energy(energy), value)
 
 
+def simple_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    """2D attention by ``ca_weight_2d -> softmax -> ca_map_2d`` (the ``simple`` CUDA backend; CPU's path)."""
+    return _attention(query, key, value, 4)
+
+
 def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     """Criss-cross attention (CCNet, Huang et al.), each pixel attending to its row and column.
+
+    On CUDA tensors (eager mode) the backend is chosen per shape and dtype: ``CCA_CUDA_KERNEL`` and
+    :mod:`cca.ops.cuda_dispatch`.
 
     Args:
         query: ``Tensor[N, C', H, W]``.
@@ -124,6 +134,9 @@ def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         ``Tensor[N, C, H, W]``: ``out[:, :, u] = sum_i softmax_i(<q_u, k_{pos_i(u)}>) v_{pos_i(u)}``
         over the ``H + W - 1`` positions of the row and column of ``u`` (``u`` counted once).
     """
+    if cuda_dispatch.applies(query):
+        check_qkv(query, key, value, 4)
+        return cuda_dispatch.criss_cross_attention(query, key, value)
     return _attention(query, key, value, 4)
 
 
@@ -135,7 +148,12 @@ def criss_cross_attention_3d(query: Tensor, key: Tensor, value: Tensor) -> Tenso
 
     Returns:
         ``Tensor[N, C, T, H, W]``.
+
+    On CUDA tensors (eager mode) the backend is chosen per shape as for 2D (:mod:`cca.ops.cuda_dispatch`).
     """
+    if cuda_dispatch.applies(query):
+        check_qkv(query, key, value, 5)
+        return cuda_dispatch.criss_cross_attention(query, key, value)
     return _attention(query, key, value, 5)
 
 

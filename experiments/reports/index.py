@@ -109,6 +109,8 @@ def build_report(reports_dir: str | Path, paper_dir: str | Path) -> Report:
         ("Attention maps (R=1 and composed R=2)", ["attention*.md", "attention*.png"], "nox -s attention_maps"),
         ("Efficiency of the context blocks alone (profiling harness)", ["efficiency.md", "efficiency*.png", "operator*.md"], "nox -s profile"),
         ("Scaling plots (profiling harness)", ["scaling_*.png"], "nox -s profile"),
+        ("GPU performance model of the CUDA backends (a model, no GPU)", ["gpu_model.md"], "nox -s gpu_model"),
+        ("CUDA check on a GPU (measured)", ["gpu.md"], "nox -s gpu_check"),
     ]
     other = []
     for heading, patterns, command in extras:
