@@ -1,8 +1,8 @@
 """Triton forward kernel of the fused criss-cross attention: one pass over lines (rows or columns).
 
-Imported only by :mod:`cca.ops.triton_kernels`, on first use: Triton reads ``TRITON_INTERPRET`` when
-a kernel is decorated, so importing this module decides whether the kernels compile for a GPU or
-run in the interpreter on CPU tensors.
+Imported only by :mod:`cca.ops.triton_kernels`, on first use. Whether the kernels compile for a GPU
+or run in Triton's interpreter on CPU tensors was decided when Triton was imported
+(``TRITON_INTERPRET=1``): ``INTERPRET`` below records it.
 
 A *line* is a row (``n_lines = H``, ``line_len = W``, ``s_line = W``, ``s_pos = 1``) or a column
 (``n_lines = W``, ``line_len = H``, ``s_line = 1``, ``s_pos = W``) of a contiguous ``(N, C, H, W)``
@@ -21,12 +21,9 @@ NaN; the reference shares the pixel's weight the same way).
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"  # read by @triton.jit below, at import
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 
@@ -149,3 +146,6 @@ def line_attention_fwd(
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, :, None]  # 0, not NaN: the columns may carry it
         tl.store(out_ptr + o_offs, out.to(out_ptr.dtype.element_ty), mask=o_ok)
         tl.store(lse_row_ptr + pix, lse2, mask=pix_ok & (cb == 0))
+
+
+INTERPRET = type(line_attention_fwd).__name__ == "InterpretedFunction"  # TRITON_INTERPRET=1 at Triton's import

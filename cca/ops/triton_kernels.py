@@ -19,16 +19,17 @@ column is an attention over a line of length ``W`` or ``H``:
   TF32 only when ``torch.backends.cuda.matmul.allow_tf32`` is True, else exact float32 (``ieee``).
 
 Runs on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (Triton's interpreter, slow:
-for tests). There the bfloat16 products are done in float32 (exact for bfloat16 operands, the
+for tests; the variable must be set before Triton's first import, i.e. before ``import cca``). There the bfloat16 products are done in float32 (exact for bfloat16 operands, the
 accumulation being float32 anyway), since the interpreter's ``tl.dot`` misreads bfloat16 inputs.
-Block sizes are fixed per pass (below), not tuned on a GPU yet. The kernels are imported on first
-use (Triton reads ``TRITON_INTERPRET`` then), so ``import cca`` does not import Triton.
+Block sizes are fixed per pass (below), not tuned on a GPU yet. The kernel modules are imported on
+first use, never by ``import cca`` or by this module.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import torch
 from torch import Tensor
@@ -42,8 +43,15 @@ _MAX_QK_CHANNELS = 256  # one tile holds all of C' (CCNet: C' = C / 8 = 64)
 _kernels: dict[str, object] = {}
 
 
-def _interpret_requested() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+def _interpreter_active() -> bool:
+    """Whether Triton kernels run in its interpreter in this process. Triton decides when a kernel is
+    decorated, its own library functions (``tl.cdiv``...) included: so ``TRITON_INTERPRET=1`` counts
+    only when set before Triton's first import (``import cca`` imports it through ``torch.compiler``)."""
+    if "triton" not in sys.modules:
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    import triton.language as tl
+
+    return type(tl.cdiv).__name__ == "InterpretedFunction"
 
 
 def _load():
@@ -71,16 +79,12 @@ def can_run(query, key, value) -> str | None:
     device = query.device
     if key.device != device or value.device != device:
         return "query, key and value are on different devices"
-    interpreted = _kernels["fwd"].INTERPRET if _kernels else _interpret_requested()
+    interpreted = _interpreter_active()
     if device.type == "cuda":
-        if interpreted:
-            return "the Triton kernels were loaded under TRITON_INTERPRET=1 (CPU tensors only in this process)"
-        return None
+        return "Triton runs in its interpreter in this process (TRITON_INTERPRET=1): CPU tensors only" if interpreted else None
     if device.type == "cpu":
         if not interpreted:
-            if _kernels:
-                return "the Triton kernels were loaded without TRITON_INTERPRET=1 (CUDA tensors only in this process)"
-            return "CPU tensors need TRITON_INTERPRET=1 (Triton's interpreter)"
+            return "CPU tensors need TRITON_INTERPRET=1, set before Triton is first imported (before `import cca`)"
         return None
     return f"device {device} is neither CUDA nor CPU under TRITON_INTERPRET=1"
 
