@@ -89,12 +89,15 @@ def can_run(query, key, value) -> str | None:
     return f"device {device} is neither CUDA nor CPU under TRITON_INTERPRET=1"
 
 
-def _blocks(column: bool, c_qk: int, c_v: int, interpret: bool) -> dict[str, int]:
-    """Tile sizes of one pass (``BL`` lines x ``BM`` queries x ``BN`` keys, ``BD >= C'``, ``BC`` channels).
+def _blocks(column: bool, c_qk: int, element_bytes: int, interpret: bool) -> dict[str, int]:
+    """Tile sizes of one pass (``BL`` lines x ``BM`` queries x ``BN`` keys, ``BD >= C'``, ``BC`` channels)
+    and its launch options.
 
-    GPU: rows ``1 x 64 x 64`` (coalesced along the positions), columns ``32 x 16 x 16`` (coalesced along
-    32 neighbouring columns); every ``tl.dot`` dimension >= 16 (tensor-core minimum for 16-bit inputs).
-    Interpreter: small tiles, so tests on small images cross tile boundaries.
+    GPU: rows ``1 x 64 x 64`` (coalesced along the positions); columns ``BL x 16 x 16`` with ``BL``
+    neighbouring columns filling one 32-byte sector (8 in float32, 16 in 16-bit dtypes). Every
+    ``tl.dot`` dimension is >= 16 (the tensor-core minimum for 16-bit inputs) and a query tile holds
+    64-128 pixels, as in FlashAttention. Starting points, not tuned on a GPU. Interpreter: small tiles,
+    so tests on small images cross tile boundaries.
     """
     import triton
 
@@ -102,8 +105,9 @@ def _blocks(column: bool, c_qk: int, c_v: int, interpret: bool) -> dict[str, int
     if interpret:
         return {"BL": 16, "BM": 8, "BN": 8, "BD": bd, "BC": 8}
     if column:
-        return {"BL": 32, "BM": 16, "BN": 16, "BD": bd, "BC": 16}
-    return {"BL": 1, "BM": 64, "BN": 64, "BD": bd, "BC": 64 if bd <= 64 else 32}
+        lines = 32 // element_bytes
+        return {"BL": lines, "BM": 16, "BN": 16, "BD": bd, "BC": 16, "num_warps": lines // 2, "num_stages": 2}
+    return {"BL": 1, "BM": 64, "BN": 64, "BD": bd, "BC": 64 if bd <= 64 else 32, "num_warps": 4, "num_stages": 2}
 
 
 def _passes(height: int, width: int):
@@ -132,7 +136,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     lse = torch.empty_like(lse_row)
     options = _launch_options(q.dtype, fwd.INTERPRET)
     for column, n_lines, line_len, s_line, s_pos in _passes(height, width):
-        blocks = _blocks(column, c_qk, c_v, fwd.INTERPRET)
+        blocks = _blocks(column, c_qk, q.element_size(), fwd.INTERPRET)
         grid = _grid(n_lines, line_len, blocks["BL"], blocks["BM"], batch, -(-c_v // blocks["BC"]))
         fwd.line_attention_fwd[grid](
             q, k, v, out, lse_row, lse, n_lines, line_len, c_qk, c_v, height * width, s_line, s_pos,
@@ -157,7 +161,7 @@ def _backward(q, k, v, out, lse, grad_out, needs: tuple[bool, bool, bool]):
         grad = torch.empty_like(like)
         partial = grad if grad.dtype == torch.float32 else torch.empty(grad.shape, dtype=torch.float32, device=q.device)
         for column, n_lines, line_len, s_line, s_pos in _passes(height, width):
-            blocks = _blocks(column, c_qk, c_v, fwd.INTERPRET)
+            blocks = _blocks(column, c_qk, q.element_size(), fwd.INTERPRET)
             target = grad if column else partial
             geometry = (n_lines, line_len, c_qk, c_v, hw, s_line, s_pos)
             per_block = blocks["BM"] if kernel is bwd.line_dq else blocks["BN"]
