@@ -30,11 +30,18 @@ LN2 = 0.6931471805599453
 
 @triton.jit
 def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """Batched ``a @ b`` with float32 accumulation; ``UPCAST`` multiplies in float32 (exact for
-    bfloat16 operands: the interpreter's ``tl.dot`` reads bfloat16 bits as integers)."""
+    """Batched ``a @ b`` with float32 accumulation; a batch of one (the row pass) as a plain 2D
+    ``tl.dot``. ``UPCAST`` multiplies in float32 (exact for bfloat16 operands: the interpreter's
+    ``tl.dot`` reads bfloat16 bits as integers)."""
     if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee", out_dtype=tl.float32)
-    return tl.dot(a, b, input_precision=PRECISION, out_dtype=tl.float32)
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    precision: tl.constexpr = "ieee" if UPCAST else PRECISION
+    if a.shape[0] == 1:
+        flat = tl.dot(tl.reshape(a, (a.shape[1], a.shape[2])), tl.reshape(b, (b.shape[1], b.shape[2])),
+                      input_precision=precision, out_dtype=tl.float32)
+        return tl.reshape(flat, (1, a.shape[1], b.shape[2]))
+    return tl.dot(a, b, input_precision=precision, out_dtype=tl.float32)
 
 
 @triton.jit

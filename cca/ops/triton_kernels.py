@@ -11,8 +11,8 @@ column is an attention over a line of length ``W`` or ``H``:
 * backward: energies recomputed from ``q``, ``k`` and the LSE; ``dq``, ``dk``, ``dv`` each owned by
   one program per pass (no atomics: deterministic);
 * loads: no transpose. A program holds ``BL`` lines x ``BM`` positions as 3D tiles and multiplies
-  them with batched ``tl.dot``; for rows the positions are contiguous (``x``), for columns ``BL``
-  neighbouring columns are read together, contiguous along ``x`` too. The alternative, one
+  them with batched ``tl.dot`` (2D for the rows, ``BL = 1``); for rows the positions are contiguous
+  (``x``), for columns ``BL`` neighbouring columns are read together, contiguous along ``x`` too. The alternative, one
   transpose of ``q``, ``k``, ``v`` (and of the column partial back), would add a read and a write
   of ``2 C' + 2 C`` channels per pixel, about as much as the kernels' own traffic;
 * dtypes: float16 and bfloat16 multiply on tensor cores with float32 accumulation; float32 uses
@@ -89,15 +89,16 @@ def can_run(query, key, value) -> str | None:
     return f"device {device} is neither CUDA nor CPU under TRITON_INTERPRET=1"
 
 
-def _blocks(column: bool, c_qk: int, element_bytes: int, interpret: bool) -> dict[str, int]:
+def _blocks(column: bool, c_qk: int, dtype: torch.dtype, interpret: bool) -> dict[str, int]:
     """Tile sizes of one pass (``BL`` lines x ``BM`` queries x ``BN`` keys, ``BD >= C'``, ``BC`` channels)
     and its launch options.
 
-    GPU: rows ``1 x 64 x 64`` (coalesced along the positions); columns ``BL x 16 x 16`` with ``BL``
-    neighbouring columns filling one 32-byte sector (8 in float32, 16 in 16-bit dtypes). Every
-    ``tl.dot`` dimension is >= 16 (the tensor-core minimum for 16-bit inputs) and a query tile holds
-    64-128 pixels, as in FlashAttention. Starting points, not tuned on a GPU. Interpreter: small tiles,
-    so tests on small images cross tile boundaries.
+    GPU: rows ``1 x 64 x 64`` (``1 x 32 x 32`` for exact float32, whose products run on FMA units),
+    coalesced along the positions; columns ``BL x 16 x 16`` with ``BL`` neighbouring columns filling one
+    32-byte sector (8 in float32, 16 in 16-bit dtypes). Every ``tl.dot`` dimension is >= 16 (the
+    tensor-core minimum for 16-bit inputs). Chosen from compiling for sm_90 without a GPU (registers
+    and spills, C' = 64); not timed on a GPU. Interpreter: small tiles, so that tests on small images
+    cross tile boundaries.
     """
     import triton
 
@@ -105,9 +106,11 @@ def _blocks(column: bool, c_qk: int, element_bytes: int, interpret: bool) -> dic
     if interpret:
         return {"BL": 16, "BM": 8, "BN": 8, "BD": bd, "BC": 8}
     if column:
-        lines = 32 // element_bytes
-        return {"BL": lines, "BM": 16, "BN": 16, "BD": bd, "BC": 16, "num_warps": lines // 2, "num_stages": 2}
-    return {"BL": 1, "BM": 64, "BN": 64, "BD": bd, "BC": 64 if bd <= 64 else 32, "num_warps": 4, "num_stages": 2}
+        lines = 8 if dtype == torch.float32 else 16
+        return {"BL": lines, "BM": 16, "BN": 16, "BD": bd, "BC": 16, "num_warps": lines, "num_stages": 2}
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return {"BL": 1, "BM": 32, "BN": 32, "BD": bd, "BC": 32, "num_warps": 8, "num_stages": 2}
+    return {"BL": 1, "BM": 64, "BN": 64, "BD": bd, "BC": 64 if bd <= 64 else 32, "num_warps": 8, "num_stages": 2}
 
 
 def _passes(height: int, width: int):
@@ -136,7 +139,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     lse = torch.empty_like(lse_row)
     options = _launch_options(q.dtype, fwd.INTERPRET)
     for column, n_lines, line_len, s_line, s_pos in _passes(height, width):
-        blocks = _blocks(column, c_qk, q.element_size(), fwd.INTERPRET)
+        blocks = _blocks(column, c_qk, q.dtype, fwd.INTERPRET)
         grid = _grid(n_lines, line_len, blocks["BL"], blocks["BM"], batch, -(-c_v // blocks["BC"]))
         fwd.line_attention_fwd[grid](
             q, k, v, out, lse_row, lse, n_lines, line_len, c_qk, c_v, height * width, s_line, s_pos,
@@ -161,7 +164,7 @@ def _backward(q, k, v, out, lse, grad_out, needs: tuple[bool, bool, bool]):
         grad = torch.empty_like(like)
         partial = grad if grad.dtype == torch.float32 else torch.empty(grad.shape, dtype=torch.float32, device=q.device)
         for column, n_lines, line_len, s_line, s_pos in _passes(height, width):
-            blocks = _blocks(column, c_qk, q.element_size(), fwd.INTERPRET)
+            blocks = _blocks(column, c_qk, q.dtype, fwd.INTERPRET)
             target = grad if column else partial
             geometry = (n_lines, line_len, c_qk, c_v, hw, s_line, s_pos)
             per_block = blocks["BM"] if kernel is bwd.line_dq else blocks["BN"]
@@ -224,14 +227,23 @@ def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
 
 
 def saved_bytes(query: Tensor, value: Tensor) -> dict[str, int]:
-    """Bytes the fused kernel keeps between forward and backward beyond the inputs: the output
-    ``(N, C, H, W)`` in the input dtype and the LSE ``(N, H, W)`` float32; ``map_bytes`` is the
-    ``(N, H+W-1, H, W)`` attention map that the einsum and unfused paths keep instead (input dtype)."""
-    batch, _, height, width = query.shape
+    """The fused kernel's memory beyond its inputs and gradients, in bytes, for the memory model.
+
+    ``out_bytes`` + ``lse_bytes``: what autograd keeps from forward to backward (the output
+    ``(N, C, H, W)`` in the input dtype and the LSE ``(N, H, W)`` float32); ``map_bytes``: the
+    ``(N, H+W-1, H, W)`` attention map, input dtype, that the einsum and unfused paths keep instead;
+    ``forward_workspace_bytes``: the row pass's float32 LSE, freed after forward;
+    ``backward_workspace_bytes``: ``D = rowsum(dO * O)`` (float32 ``(N, H, W)``) and, for 16-bit
+    dtypes, the float32 row-pass partials of ``dq``, ``dk``, ``dv`` (float32 gradients accumulate in place).
+    """
+    batch, c_qk, height, width = query.shape
     pixels = batch * height * width
     element = value.element_size()
+    partials = 0 if value.dtype == torch.float32 else pixels * (2 * c_qk + value.shape[1]) * 4
     return {
         "out_bytes": value.numel() * element,
         "lse_bytes": pixels * 4,
         "map_bytes": pixels * (height + width - 1) * element,
+        "forward_workspace_bytes": pixels * 4,
+        "backward_workspace_bytes": pixels * 4 + partials,
     }
