@@ -129,6 +129,22 @@ def test_nonfinite_input_behaves_as_reference(make_tensor, which, value):
 
 @runnable
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("which, value", NONFINITE[:4] + NONFINITE[5:6], ids=[f"{w}-{v}" for w, v in NONFINITE[:4] + NONFINITE[5:6]])
+def test_nonfinite_input_gradients_behave_as_reference(make_tensor, which, value):
+    """The gradients of query, key and value: NaN and inf at the reference's places, the rest close."""
+    q, k, v = _poison(_inputs(make_tensor, (1, 3, 4, 5, 6), torch.float32), which, value)
+    inputs = [t.requires_grad_() for t in (q, k, v)]
+    exact = [t.detach().double().requires_grad_() for t in inputs]
+    grad = make_tensor((1, 4, 5, 6), device=DEVICE)
+    _kernels().criss_cross_attention(*inputs).backward(grad.float())
+    reference.criss_cross_attention_2d(*exact).backward(grad)
+    assert exact[2].grad.isnan().any() or exact[1].grad.isnan().any()
+    for actual, ref in zip(inputs, exact, strict=True):
+        _same_nonfinite(actual.grad, ref.grad.cpu())
+
+
+@runnable
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_row_all_minus_inf_uses_the_column_and_all_minus_inf_is_nan(make_tensor):
     """Row energies all ``-inf`` (key row set to -inf, query positive): the softmax lives on the
     column alone and stays finite; every energy ``-inf``: NaN, as ``torch.softmax`` gives."""
@@ -141,6 +157,36 @@ def test_row_all_minus_inf_uses_the_column_and_all_minus_inf_is_nan(make_tensor)
     _same_nonfinite(out, expected)
     k.fill_(float("-inf"))
     assert _kernels().criss_cross_attention(q, k, v).isnan().all()
+
+
+@runnable
+def test_large_logits_are_stable(make_tensor, check_close):
+    """Query and key scaled by 30: logits in the thousands, far past exp overflow without the running
+    max; finite and close, the tolerance growing with the logits' rounding error (eps * max logit)."""
+    q, k, v = _inputs(make_tensor, (2, 8, 3, 5, 9), torch.float32)
+    q, k = q * 30, k * 30
+    magnitude = reference.ca_weight_2d(q.double().abs(), k.double().abs()).max().item()
+    assert magnitude > 1000
+    expected = reference.criss_cross_attention_2d(q.double(), k.double(), v.double())
+    check_close(_kernels().criss_cross_attention(q, k, v), expected, 1e-4 + 4 * torch.finfo(torch.float32).eps * magnitude)
+
+
+def test_float32_uses_tf32_only_when_allowed():
+    """Exact float32 products (``ieee``) unless ``torch.backends.cuda.matmul.allow_tf32``; 16-bit
+    inputs on tensor cores either way; bfloat16 multiplied in float32 only in the interpreter."""
+    options = _kernels()._launch_options
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        assert options(torch.float32, False)["PRECISION"] == "ieee"
+        assert options(torch.float16, False)["PRECISION"] == "tf32"
+        matmul.allow_tf32 = True
+        assert options(torch.float32, False)["PRECISION"] == "tf32"
+    finally:
+        matmul.allow_tf32 = saved
+    assert options(torch.bfloat16, True)["UPCAST"] and not options(torch.bfloat16, False)["UPCAST"]
+    assert not options(torch.float16, True)["UPCAST"]
 
 
 @runnable
