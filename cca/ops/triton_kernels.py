@@ -20,7 +20,9 @@ column is an attention over a line of length ``W`` or ``H``:
 
 Runs on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (Triton's interpreter, slow:
 for tests; the variable must be set before Triton's first import, i.e. before ``import cca``). There the bfloat16 products are done in float32 (exact for bfloat16 operands, the
-accumulation being float32 anyway), since the interpreter's ``tl.dot`` misreads bfloat16 inputs.
+accumulation being float32 anyway): the interpreter stores bfloat16 as 16-bit integers and its
+``tl.dot`` multiplies those bit patterns (a known gap: Triton's debugging guide says the interpreter
+does not support bfloat16 arithmetic). Loads, stores and conversions stay bfloat16.
 Block sizes are fixed per pass (below), not tuned on a GPU yet. The kernel modules are imported on
 first use, never by ``import cca`` or by this module.
 """
