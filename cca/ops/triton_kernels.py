@@ -12,17 +12,19 @@ column is an attention over a line of length ``W`` or ``H``:
   one program per pass (no atomics: deterministic);
 * loads: no transpose. A program holds ``BL`` lines x ``BM`` positions as 3D tiles and multiplies
   them with batched ``tl.dot`` (2D for the rows, ``BL = 1``); for rows the positions are contiguous
-  (``x``), for columns ``BL`` neighbouring columns are read together, contiguous along ``x`` too. The alternative, one
-  transpose of ``q``, ``k``, ``v`` (and of the column partial back), would add a read and a write
-  of ``2 C' + 2 C`` channels per pixel, about as much as the kernels' own traffic;
+  (``x``), for columns ``BL`` neighbouring columns are read together, contiguous along ``x`` too.
+  The alternative, one transpose of ``q``, ``k``, ``v`` (and of the column partial back), would add
+  a read and a write of ``2 C' + 2 C`` channels per pixel, about as much as the two passes' own
+  traffic (``4 C' + 5 C``);
 * dtypes: float16 and bfloat16 multiply on tensor cores with float32 accumulation; float32 uses
   TF32 only when ``torch.backends.cuda.matmul.allow_tf32`` is True, else exact float32 (``ieee``).
 
 Runs on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (Triton's interpreter, slow:
-for tests; the variable must be set before Triton's first import, i.e. before ``import cca``). There the bfloat16 products are done in float32 (exact for bfloat16 operands, the
-accumulation being float32 anyway): the interpreter stores bfloat16 as 16-bit integers and its
-``tl.dot`` multiplies those bit patterns (a known gap: Triton's debugging guide says the interpreter
-does not support bfloat16 arithmetic). Loads, stores and conversions stay bfloat16.
+for tests; the variable must be set before Triton's first import, i.e. before ``import cca``).
+There the bfloat16 products are done in float32 (exact for bfloat16 operands, the accumulation
+being float32 anyway): the interpreter stores bfloat16 as 16-bit integers and its ``tl.dot``
+multiplies those bit patterns (a known gap: Triton's debugging guide says the interpreter does not
+support bfloat16 arithmetic). Loads, stores and conversions stay bfloat16.
 Block sizes are fixed per pass (below), not tuned on a GPU yet. The kernel modules are imported on
 first use, never by ``import cca`` or by this module.
 """
