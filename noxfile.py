@@ -88,6 +88,18 @@ def cuda_emulation(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def triton_interpret(session: nox.Session) -> None:
+    """The fused Triton kernels on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1) against the float64 reference."""
+    _run(session, "-m", "pytest", "tests/test_triton_interpret.py", *(session.posargs or ["-q"]), env={"TRITON_INTERPRET": "1"})
+
+
+@nox.session(default=False)
+def triton_compile(session: nox.Session) -> None:
+    """Compile the fused Triton kernels for sm_80/sm_90 without a GPU: registers, spills, shared memory (`-- --arch 90`)."""
+    _run(session, "experiments/triton_compile.py", *session.posargs)
+
+
+@nox.session(default=False)
 def gpu_check(session: nox.Session) -> None:
     """On a CUDA machine: build, CUDA tests, every CUDA backend + auto vs einsum, table 5 on CUDA -> reports/gpu.md (<= 8 min; --quick, --dry-run)."""
     _run(session, "experiments/gpu_check.py", *session.posargs)
