@@ -303,5 +303,5 @@ def test_a_damaged_checkpoint_falls_back_or_starts_over(tmp_path, capsys):
     for path in (last, previous_path(last)):
         path.write_bytes(b"torn")
     again = training.train_one(settings, variant, 1, directory=directory)
-    assert "unreadable; starting this run over" in capsys.readouterr().out
+    assert "and its previous copy are unreadable: starting this run over" in capsys.readouterr().out
     assert again["miou"] == straight["miou"] and again["train_log"] == straight["train_log"]

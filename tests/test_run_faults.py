@@ -165,7 +165,7 @@ def test_read_only_run_directory_mid_run_is_one_line(data_root, tmp_path, monkey
     path = save_config(tiny(data_root, tmp_path / "run"), tmp_path / "c.json")
     assert main(["train", "--config", str(path)]) == 1
     line = one_error_line(capsys)
-    assert line == f"error: cannot write {tmp_path / 'run' / 'metrics.jsonl'}: Permission denied"
+    assert line == f"error: Permission denied: {tmp_path / 'run' / 'metrics.jsonl'}"
 
 
 def test_refused_pretrained_file_is_one_line(data_root, tmp_path, capsys):
