@@ -108,7 +108,14 @@ def train_one(
 
     With ``directory`` the run logs, checkpoints and resumes there (see the module docstring).
     """
-    from cca.engine.checkpoint import CheckpointError, holds_checkpoint, load_or_fallback, rng_state, save, set_rng_state
+    from cca.engine.checkpoint import (
+        CheckpointError,
+        holds_checkpoint,
+        load_or_fallback,
+        rng_state,
+        save,
+        set_rng_state,
+    )
     from cca.engine.runlog import MetricsLog, read_jsonl
 
     torch.set_num_threads(1)
