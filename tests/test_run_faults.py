@@ -106,7 +106,7 @@ def test_experiment_row_resumes_from_the_previous_checkpoint(data_root, tmp_path
     assert 0.0 <= metrics["miou"] <= 100.0 and checkpoint.load(directory / "last.pt")["iteration"] == 6
 
 
-def test_a_lock_file_that_is_a_symlink_is_not_followed(tmp_path, capsys):
+def test_a_lock_file_that_is_a_symlink_is_not_followed(data_root, tmp_path, capsys):
     target = tmp_path / "precious.txt"
     target.write_text("keep me\n")
     run = tmp_path / "run"
@@ -115,7 +115,9 @@ def test_a_lock_file_that_is_a_symlink_is_not_followed(tmp_path, capsys):
     with pytest.raises(OSError, match=f"{run / '.lock'} is a symbolic link") as info:
         RunLock(run).acquire()
     assert info.value.errno == errno.ELOOP and "\n" not in str(info.value)
-    assert target.read_text() == "keep me\n"
+    assert main(["train", "--config", str(save_config(tiny(data_root, run), tmp_path / "c.json"))]) == 1
+    assert one_error_line(capsys).startswith(f"error: {run / '.lock'} is a symbolic link (to {target})")
+    assert target.read_text() == "keep me\n" and sorted(p.name for p in run.iterdir()) == [".lock"]
 
 
 def test_out_into_a_directory_that_is_not_a_run_is_refused(data_root, tmp_path, capsys):
