@@ -194,3 +194,17 @@ def test_resuming_a_finished_run_prints_its_final_miou(data_root, tmp_path, caps
     final = json.loads((tmp_path / "run" / "metrics.json").read_text())["miou"]
     assert again["final_miou_pct"] is not None and again["final_miou_pct"] == first["final_miou_pct"]
     assert again["final_miou_pct"] == pytest.approx(100.0 * final, abs=0.01)
+
+
+def test_foreign_files_tells_a_users_files_from_a_runs(tmp_path):
+    from cca.engine import runlog
+    from cca.engine.config import ExperimentConfig
+
+    assert runlog.foreign_files(tmp_path / "new") == [] and runlog.foreign_files(tmp_path) == []
+    save_config(ExperimentConfig(), tmp_path / "config.json")
+    runlog.write_json(tmp_path / "metrics.json", {"miou": 0.5, "iteration": 4, "checkpoint": "last.pt"})
+    runlog.MetricsLog(tmp_path / "metrics.jsonl").write({"type": "train", "iter": 1, "loss": 1.0})
+    assert runlog.foreign_files(tmp_path) == []
+    (tmp_path / "metrics.jsonl").write_text("epoch,loss\n1,0.5\n")
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe")
+    assert runlog.foreign_files(tmp_path) == ["config.json", "metrics.jsonl"]

@@ -63,7 +63,7 @@ def foreign_files(run_dir: str | Path) -> list[str]:
         path = run_dir / name
         if path.exists() or path.is_symlink():
             try:
-                mine = path.is_file() and not path.is_symlink() and ours(path.read_text())
+                mine = path.is_file() and not path.is_symlink() and ours(path)
             except (OSError, UnicodeDecodeError, ValueError):
                 mine = False
             if not mine:
@@ -81,18 +81,19 @@ def check_run_directory(run_dir: str | Path) -> None:
         )
 
 
-def _is_run_config(text: str) -> bool:  # cca.engine.config.save_config: every setting, "name" and "output_dir" among them
-    data = json.loads(text)
+def _is_run_config(path: Path) -> bool:  # cca.engine.config.save_config: every setting, "name" and "output_dir" among them
+    data = json.loads(path.read_text())
     return isinstance(data, dict) and {"name", "model", "output_dir"} <= set(data)
 
 
-def _is_run_metrics(text: str) -> bool:  # the final evaluation of a run (train, LoopRun.finish, evaluate)
-    data = json.loads(text)
+def _is_run_metrics(path: Path) -> bool:  # the final evaluation of a run (train, LoopRun.finish, evaluate)
+    data = json.loads(path.read_text())
     return isinstance(data, dict) and {"iteration", "checkpoint"} <= set(data)
 
 
-def _is_run_log(text: str) -> bool:  # MetricsLog rows; empty after a truncation to iteration 0
-    first = next((line for line in text.splitlines() if line.strip()), None)
+def _is_run_log(path: Path) -> bool:  # MetricsLog rows (its first line is enough); empty after a truncation to 0
+    with path.open() as f:
+        first = next((line for line in f if line.strip()), None)
     if first is None:
         return True
     row = json.loads(first)
