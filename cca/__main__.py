@@ -9,13 +9,13 @@
 
 Commands live in ``COMMANDS`` (name -> :class:`Command`); a new one is one more entry. Metrics are printed
 in percent (keys ``*_pct``); the run's files hold fractions in [0, 1]. Errors a user can fix (a busy run
-directory, an unreadable checkpoint, a full disk, Ctrl-C) are one line on stderr, not a traceback.
+directory, an unreadable checkpoint, a full disk, a read-only directory, weights that do not fit, Ctrl-C)
+are one line on stderr, not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import os
@@ -88,10 +88,8 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (FileExistsError, FileNotFoundError, FloatingPointError, CheckpointError, RunLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        print(f"error: {err.strerror}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # a full disk, a read-only directory, weights or data that do not fit
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
         final = summary.get("final_metrics") or {}
@@ -101,6 +99,13 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "final_miou_pct": _pct(final.get("miou")),
         }))
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    """What went wrong, on one line: an OS error's reason and file, any other error's message."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _pct(fraction: float | None) -> float | None:
@@ -130,6 +135,9 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         payload = evaluate(args.checkpoint, overrides=args.overrides, output_dir=args.out)
     except (FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({**{f"{k}_pct": _pct(payload[k]) for k in ("miou", "pixel_acc", "mean_acc")},

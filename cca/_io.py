@@ -1,7 +1,8 @@
 """Atomic file output: a kill or a full disk never leaves a half-written file in place.
 
 Every generated file of the package (results, configs, reports, CSV) goes through here: the text is
-written to ``<name>.tmp`` in the same directory, flushed to disk and ``os.replace``-d over the target.
+written to a temporary file of its own in the same directory (``.<name>.<random>.tmp``, so two writers of
+one file never share it), flushed to disk and ``os.replace``-d over the target: the last writer wins whole.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import errno
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically; a full disk raises ``OSError`` naming the device and file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    fd, tmp = temporary_beside(path)
     try:
-        with open(tmp, "w") as f:
+        with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -30,7 +32,32 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         if err.errno == errno.ENOSPC:
             raise OSError(errno.ENOSPC, f"no space left on the device holding {path.parent} while writing {path}") from err
         raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def temporary_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new file of its own next to ``path`` (``.<name>.<random><suffix>``, the mode of an ordinary new file),
+    open for writing: ``(fd, its path)``. Two writers of one target never share it."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600
+    except OSError:
+        os.close(fd)
+        os.unlink(name)
+        raise
+    return fd, Path(name)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it; set back at once (here, at import: no thread races it)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def finite_or_none(value: Any) -> Any:

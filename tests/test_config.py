@@ -223,3 +223,52 @@ def test_cli_rejects_bad_settings(capsys, argv, message):
         main(argv)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --- settings that used to pass the parser and fail at train time -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("items", "key", "expected"),
+    [
+        (["model=unet"], "model", r"one of \('ccnet', 'fcn'.*\), got 'unet'"),
+        (["backbone=vgg"], "backbone", r"one of \('resnet50', 'resnet101'.*\), got 'vgg'"),
+        (["dataset=imagenet"], "dataset", r"one of \('cityscapes', 'ade20k'.*\), got 'imagenet'"),
+        (["batch_size=3", "grad_accum=2"], "batch_size", r"divisible by grad_accum=2 \(.*\), got 3"),
+        (["warmup_iters=50", "iterations=3"], "warmup_iters", "<= iterations=3, got 50"),
+        (["synthetic_size=8,8"], "synthetic_size", r"at least 16.*, got \(8, 8\)"),
+        (["lr=inf"], "lr", "finite and > 0, got inf"),
+        (["lr=nan"], "lr", "finite and > 0, got nan"),
+        (["momentum=inf"], "momentum", r"in \[0, 1\), got inf"),
+        (["momentum=1"], "momentum", r"in \[0, 1\), got 1.0"),
+        (["weight_decay=1e400"], "weight_decay", "finite and >= 0, got inf"),
+        (["name=../../x"], "name", "a single directory name .*, got '../../x'"),
+        (["name=a/b"], "name", "a single directory name .*, got 'a/b'"),
+        (["name=.."], "name", "a single directory name .*, got '..'"),
+    ],
+)
+def test_settings_are_checked_at_parse_in_one_line(capsys, items, key, expected):
+    """Each names the setting, its value and what it takes; `--print-config` refuses them (exit 2, one line)."""
+    with pytest.raises(ValueError, match=f"setting '{key}' must be {expected}") as info:
+        apply_overrides(get_config("smoke"), items)
+    assert "\n" not in str(info.value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--config", "smoke", "--set", *items, "--print-config"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"setting '{key}' must be" in err[-1] and "Traceback" not in "".join(err)
+
+
+def test_detection_and_presets_keep_their_own_model_and_backbone_names():
+    coco = get_config("mask-rcnn-rcca_r50-fpn_8xb2-90k_coco")
+    assert apply_overrides(coco, ["backbone=resnet18"]).backbone == "resnet18"  # a Mask R-CNN backbone
+    with pytest.raises(ValueError, match="setting 'backbone' must be one of"):
+        apply_overrides(coco, ["backbone=resnet18_tiny"])
+    with pytest.raises(ValueError, match="setting 'model' must be one of"):
+        apply_overrides(coco, ["model=ccnet"])
+    assert apply_overrides(get_config("smoke"), ["grad_accum=2", "warmup_iters=20", "name=a.b-c_d"]).grad_accum == 2
+
+
+def test_get_config_without_a_name_is_a_type_error():
+    with pytest.raises(TypeError, match="config must be a preset name or a path to a config.json, got NoneType None"):
+        get_config(None)

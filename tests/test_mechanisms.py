@@ -282,3 +282,26 @@ def test_longrange_ablation_runs_and_reports_on_the_shared_pieces(tmp_path):
     md = longrange.write_report(small, results, reports=tmp_path).read_text()
     assert "`r2_ccl`" in md and "Regenerate with `nox -s reproduce_longrange" in md
     assert (tmp_path / "longrange.csv").is_file() and (tmp_path / "longrange.png").is_file()
+
+
+def test_a_damaged_checkpoint_falls_back_or_starts_over(tmp_path, capsys):
+    """A truncated last.pt: the run resumes from last.pt.prev; with no readable checkpoint it starts over."""
+    variant = Variant("r2")
+    settings = dataclasses.replace(TINY, iterations=6)
+    straight = training.train_one(settings, variant, 1)
+    directory = tmp_path / "run"
+    directory.mkdir()
+    from cca.engine.checkpoint import previous_path
+
+    training.train_one(dataclasses.replace(settings, iterations=5), variant, 1, directory=directory)  # saves at 2 and 4
+    last = directory / "last.pt"
+    assert previous_path(last).is_file()
+    last.write_bytes(last.read_bytes()[:500])
+    resumed = training.train_one(settings, variant, 1, directory=directory)
+    assert "resumed at iteration 2" in capsys.readouterr().out
+    assert resumed["miou"] == straight["miou"] and resumed["train_log"] == straight["train_log"]
+    for path in (last, previous_path(last)):
+        path.write_bytes(b"torn")
+    again = training.train_one(settings, variant, 1, directory=directory)
+    assert "and its previous copy are unreadable: starting this run over" in capsys.readouterr().out
+    assert again["miou"] == straight["miou"] and again["train_log"] == straight["train_log"]

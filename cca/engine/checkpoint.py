@@ -5,7 +5,8 @@ A checkpoint is a dict saved with ``torch.save``: ``model`` (unwrapped from DDP)
 ``rng`` (one entry per rank: python, numpy, torch CPU, CUDA), ``config`` and bookkeeping.
 :func:`save` writes to a temporary file in the same directory and ``os.replace``-s it, so a kill at
 any moment leaves either the previous or the new file, never a torn one; the file it replaces is kept as
-``<name>.prev`` and :func:`load_or_fallback` reads it (with a warning) when ``<name>`` is unreadable. A full
+``<name>.prev`` and :func:`load_or_fallback` reads it (with a warning) when ``<name>`` is unreadable or
+missing (a kill between the two renames leaves only ``<name>.prev``). A full
 disk raises ``OSError`` "no space left on the device holding DIR while writing FILE".
 """
 
@@ -94,7 +95,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         # our checkpoints hold numpy RNG state and config dicts, not only tensors
         state = torch.load(path, map_location=map_location, weights_only=False)
@@ -110,14 +111,15 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 
 
 def load_or_fallback(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
-    """:func:`load` ``path``; if it is unreadable, the previous checkpoint ``<name>.prev`` with a warning.
+    """:func:`load` ``path``; if it is unreadable or missing, the previous checkpoint ``<name>.prev`` with a warning.
 
-    Returns ``(state, the path read)``; raises :class:`CheckpointError` naming both files if neither reads.
+    Returns ``(state, the path read)``; raises :class:`CheckpointError` naming both files if neither reads, and
+    ``FileNotFoundError`` when ``path`` is missing and there is no previous checkpoint.
     """
     path = Path(path)
     try:
         return load(path, map_location), path
-    except CheckpointError as err:
+    except (CheckpointError, FileNotFoundError) as err:
         previous = previous_path(path)
         if not previous.is_file():
             raise
@@ -125,9 +127,16 @@ def load_or_fallback(path: str | Path, map_location: str | torch.device = "cpu")
             state = load(previous, map_location)
         except CheckpointError:
             raise CheckpointError(f"{err}; the previous checkpoint {previous} is unreadable too") from None
-        log.warning("warning: %s is unreadable; falling back to the previous checkpoint %s (iteration %s)",
-                    path, previous, state.get("iteration", "?"))
+        why = "is unreadable" if isinstance(err, CheckpointError) else "is a directory" if path.is_dir() else "is missing"
+        log.warning("warning: %s %s; falling back to the previous checkpoint %s (iteration %s)",
+                    path, why, previous, state.get("iteration", "?"))
         return state, previous
+
+
+def holds_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` or its previous checkpoint ``<name>.prev`` exists: a run's state is there."""
+    path = Path(path)
+    return path.exists() or previous_path(path).exists()
 
 
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:

@@ -102,6 +102,18 @@ class ExperimentConfig:
         check_fields(self)
         _check_values(self)
 
+    def model_choices(self) -> tuple[str, ...]:
+        """The names ``model`` may take (``cca.models.MODELS``)."""
+        from cca.models import MODELS
+
+        return MODELS
+
+    def backbone_choices(self) -> tuple[str, ...]:
+        """The names ``backbone`` may take (``cca.models.BACKBONES``)."""
+        from cca.models import BACKBONES
+
+        return BACKBONES
+
     def used_settings(self) -> dict[str, Any]:
         """``{name: JSON value}`` of :attr:`USED_FIELDS` (every field when None), in that order."""
         names = self.USED_FIELDS if self.USED_FIELDS is not None else field_names(type(self))
@@ -136,6 +148,14 @@ class DetectionConfig(ExperimentConfig):
     max_size: int = 1333
     lr_steps: tuple[int, ...] = (60000, 80000)  # LR x lr_gamma at each of these iterations
     lr_gamma: float = 0.1
+
+    def model_choices(self) -> tuple[str, ...]:
+        return ("mask_rcnn",)  # torchvision's Mask R-CNN (FPN), RCCA on its backbone when rcca=True
+
+    def backbone_choices(self) -> tuple[str, ...]:
+        from cca.models import MASK_RCNN_BACKBONES
+
+        return MASK_RCNN_BACKBONES
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -234,9 +254,14 @@ def _check_values(cfg: ExperimentConfig) -> None:
         need(getattr(cfg, key) >= 0, key, ">= 0")
     for key in ("checkpoint_every", "log_every"):
         need(getattr(cfg, key) >= 1, key, ">= 1")
-    for key in ("lr", "momentum", "weight_decay", "poly_power", "aux_weight", "ccl_weight", "head_lr_mult"):
+    for key in ("poly_power", "aux_weight", "ccl_weight", "head_lr_mult"):
         need(getattr(cfg, key) >= 0, key, ">= 0")
-    need(cfg.lr > 0, "lr", "> 0")
+    need(math.isfinite(cfg.lr) and cfg.lr > 0, "lr", "finite and > 0")
+    need(0.0 <= cfg.momentum < 1.0, "momentum", "in [0, 1)")
+    need(math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", "finite and >= 0")
+    need(cfg.batch_size % cfg.grad_accum == 0, "batch_size",
+         f"divisible by grad_accum={cfg.grad_accum} (the global batch is split into that many micro-batches)")
+    need(cfg.warmup_iters <= cfg.iterations, "warmup_iters", f"<= iterations={cfg.iterations}")
     need(0.0 < cfg.warmup_ratio <= 1.0, "warmup_ratio", "in (0, 1]")
     need(0.0 <= cfg.ohem_thresh <= 1.0, "ohem_thresh", "in [0, 1]")
     for key in ("crop_size", "synthetic_size", "eval_crop", "eval_stride"):
@@ -251,7 +276,21 @@ def _check_values(cfg: ExperimentConfig) -> None:
     need(cfg.eval_mode in EVAL_MODES, "eval_mode", f"one of {EVAL_MODES}")
     need(cfg.ccl_channels is None or cfg.ccl_channels >= 1, "ccl_channels", "None or a positive integer")
     need(cfg.ccl_variance in ("piecewise", "hinge"), "ccl_variance", "'piecewise' or 'hinge'")
-    need(bool(cfg.name), "name", "a non-empty string")
+    need(bool(cfg.name) and cfg.name not in (".", "..") and not any(c in cfg.name for c in "/\\\0"), "name",
+         "a single directory name (runs/<name>; no '/', not '..'): give a path with --out DIR / output_dir")
+    _check_names(cfg)
+
+
+def _check_names(cfg: ExperimentConfig) -> None:
+    """``model``, ``backbone`` and ``dataset`` are names the builders know; synthetic images are large enough."""
+    from cca.data import DATASETS
+    from cca.data.synthetic import MIN_SIZE
+
+    require(cfg, cfg.model in cfg.model_choices(), "model", f"one of {cfg.model_choices()}")
+    require(cfg, cfg.backbone in cfg.backbone_choices(), "backbone", f"one of {cfg.backbone_choices()}")
+    require(cfg, cfg.dataset is None or cfg.dataset in DATASETS, "dataset", f"one of {DATASETS}")
+    require(cfg, all(v >= MIN_SIZE for v in cfg.synthetic_size), "synthetic_size",
+            f"at least {MIN_SIZE} in each of (H, W)")
 
 
 def _jsonable(value: Any) -> Any:

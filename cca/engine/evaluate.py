@@ -146,7 +146,10 @@ def evaluate(
     state = checkpoint.load(checkpoint_path, map_location="cpu")
     if isinstance(source, (str, Path)):
         if "config" not in state:
-            raise ValueError(f"{checkpoint_path} has no saved config; pass an ExperimentConfig as source")
+            raise checkpoint.CheckpointError(
+                f"{checkpoint_path} has no saved config (it was not written by `python -m cca train`); evaluate it "
+                "from Python with evaluate(config, checkpoint_path=...)"
+            )
         cfg = config_from_dict(state["config"])
     cfg = apply_overrides(cfg, overrides or {})
     out_dir = Path(output_dir) if output_dir is not None else Path(checkpoint_path).parent

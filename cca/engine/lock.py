@@ -3,10 +3,12 @@
 A second run on the same directory fails at once with :class:`RunLockedError` naming the holder's pid,
 host and command (written into the lock file). The lock is released when the holder exits, however it
 exits (the kernel drops ``flock`` locks with the process), so a killed run never leaves a stale lock.
+A ``.lock`` that is a symbolic link is refused (``OSError`` ``ELOOP``), never followed.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -30,7 +32,13 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a .lock that is a symlink would have us truncate whatever it points to
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            raise OSError(errno.ELOOP, f"{self.path} is a symbolic link (to {os.readlink(self.path)}), not a lock file; "
+                          "remove it, or use another output directory") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -57,7 +57,8 @@ class LoopRun:
 
     def resume(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> int:
         """Load ``last.pt`` (or ``last.pt.prev``) if there is one; returns the iterations already done."""
-        if self.last.is_file() or checkpoint.previous_path(self.last).is_file():
+        runlog.check_run_directory(self.dir)
+        if checkpoint.holds_checkpoint(self.last):
             state, path = checkpoint.load_or_fallback(self.last)
             if state.get("format") != LOOP_FORMAT:
                 raise checkpoint.CheckpointError(f"{path} is not a checkpoint of this loop (format {state.get('format')!r})")

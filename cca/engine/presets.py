@@ -141,6 +141,8 @@ ALIASES = {"cityscapes_r101_769": CITYSCAPES.name}  # the name used before the m
 
 def get_config(name: str) -> ExperimentConfig:
     """The preset called ``name`` (or an alias of one), or the config saved in a ``.json`` at that path."""
+    if not isinstance(name, str):
+        raise TypeError(f"config must be a preset name or a path to a config.json, got {type(name).__name__} {name!r}")
     name = ALIASES.get(name, name)
     if name in PRESETS:
         return PRESETS[name]

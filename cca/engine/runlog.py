@@ -54,6 +54,52 @@ class MetricsLog:
         return len(drop)
 
 
+def foreign_files(run_dir: str | Path) -> list[str]:
+    """The files of ``run_dir`` that a run would overwrite but no run wrote (a user's ``config.json``,
+    ``metrics.json`` or ``metrics.jsonl``), by name; ``[]`` for a new, empty or run directory."""
+    run_dir = Path(run_dir)
+    foreign = []
+    for name, ours in (("config.json", _is_run_config), ("metrics.json", _is_run_metrics), ("metrics.jsonl", _is_run_log)):
+        path = run_dir / name
+        if path.exists() or path.is_symlink():
+            try:
+                mine = path.is_file() and not path.is_symlink() and ours(path)
+            except (OSError, UnicodeDecodeError, ValueError):
+                mine = False
+            if not mine:
+                foreign.append(name)
+    return foreign
+
+
+def check_run_directory(run_dir: str | Path) -> None:
+    """Raise ``FileExistsError`` when ``run_dir`` holds :func:`foreign_files` (a run would overwrite them)."""
+    foreign = foreign_files(run_dir)
+    if foreign:
+        raise FileExistsError(
+            f"{run_dir} is not a run directory: {', '.join(foreign)} were not written by a run and would be "
+            "overwritten; use another --out DIR (or move them away)"
+        )
+
+
+def _is_run_config(path: Path) -> bool:  # cca.engine.config.save_config: every setting, "name" and "output_dir" among them
+    data = json.loads(path.read_text())
+    return isinstance(data, dict) and {"name", "model", "output_dir"} <= set(data)
+
+
+def _is_run_metrics(path: Path) -> bool:  # the final evaluation of a run (train, LoopRun.finish, evaluate)
+    data = json.loads(path.read_text())
+    return isinstance(data, dict) and {"iteration", "checkpoint"} <= set(data)
+
+
+def _is_run_log(path: Path) -> bool:  # MetricsLog rows (its first line is enough); empty after a truncation to 0
+    with path.open() as f:
+        first = next((line for line in f if line.strip()), None)
+    if first is None:
+        return True
+    row = json.loads(first)
+    return isinstance(row, dict) and {"type", "iter"} <= set(row)
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """All rows of a JSON-lines file."""
     path = Path(path)

@@ -14,16 +14,18 @@ process accumulating N micro-batches of b (BatchNorm statistics are per micro-ba
 Files in ``cfg.run_dir``: ``config.json``, ``metrics.jsonl`` (train and eval rows), ``last.pt``
 (full state, every ``checkpoint_every`` steps and at the end), ``best.pt`` (weights with the best val
 mIoU), ``metrics.json`` (per-class IoU of the final evaluation, fractions in [0, 1]), ``.lock`` (held by
-the running process: a second run on the same directory fails at once naming it).
+the running process: a second run on the same directory fails at once naming it). A directory holding
+a ``config.json`` / ``metrics.json`` / ``metrics.jsonl`` that no run wrote is refused, not overwritten.
 
 Resuming (``resume=True``) continues from ``last.pt`` (or ``last.pt.prev`` with a warning when ``last.pt``
-is unreadable) and finishes whatever is missing, the final evaluation and ``metrics.json`` included.
+is unreadable or missing) and finishes whatever is missing, the final evaluation and ``metrics.json`` included.
 Ctrl-C raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) saying where the run stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -88,13 +90,17 @@ class _Trainer:
         self.cfg, self.info = cfg, info
         self.run_dir = cfg.run_dir
         self.last_path, self.best_path = self.run_dir / "last.pt", self.run_dir / "best.pt"
-        if resume and not (self.last_path.is_file() or checkpoint.previous_path(self.last_path).is_file()):
+        if self.last_path.is_dir():
+            raise FileExistsError(f"{self.last_path} is a directory, not a checkpoint; move it out of {self.run_dir}")
+        if resume and not checkpoint.holds_checkpoint(self.last_path):
             raise FileNotFoundError(f"resume was asked for but there is no checkpoint at {self.last_path}")
-        if not resume and self.last_path.is_file():
+        if not resume and checkpoint.holds_checkpoint(self.last_path):
+            found = self.last_path if self.last_path.exists() else checkpoint.previous_path(self.last_path)
             raise FileExistsError(
-                f"{self.run_dir} already holds a run ({self.last_path}); pass --resume to continue it "
+                f"{self.run_dir} already holds a run ({found}); pass --resume to continue it "
                 "or --out DIR to start a new one elsewhere"
             )
+        runlog.check_run_directory(self.run_dir)
         device = info.device
         self.micro = micro_batch_size(cfg, info.world_size)
         checkpoint.seed_everything(cfg.seed + info.rank)
@@ -162,9 +168,11 @@ class _Trainer:
     def run(self, on_step: StepHook | None) -> dict[str, Any]:
         cfg, info = self.cfg, self.info
         final: dict[str, Any] | None = None
+        done: dict[str, Any] | None = None  # the final evaluation of a run found complete, for the summary
         if self.iteration >= cfg.iterations:
             if final_metrics_done(self.run_dir / "metrics.json", cfg.iterations):
                 log.info("run %s is complete (%d/%d iterations)", self.run_dir, self.iteration, cfg.iterations)
+                done = json.loads((self.run_dir / "metrics.json").read_text())
             else:  # killed after its last checkpoint, before metrics.json: finish what is missing
                 log.info("run %s finished training (%d/%d iterations) but not its final evaluation: evaluating now",
                          self.run_dir, self.iteration, cfg.iterations)
@@ -213,7 +221,7 @@ class _Trainer:
             "last_checkpoint": str(self.last_path),
             "best_checkpoint": str(self.best_path) if self.best_path.is_file() else None,
             "best_miou": self.best_miou if math.isfinite(self.best_miou) else None,
-            "final_metrics": final,
+            "final_metrics": final if final is not None else done,
         }
 
     # ------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ leaves a half-written report. Reports are generated from results on disk, never 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from cca._io import atomic_write_text
+from cca._io import atomic_write_text, temporary_beside
 from cca.provenance import stamp
 
 SCALE_BANNERS = {
@@ -91,7 +92,8 @@ def save_figure(fig: Any, path: str | Path, **savefig_kwargs: Any) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fd, tmp = temporary_beside(path, suffix=f".tmp{path.suffix}")  # the suffix tells matplotlib the format
+    os.close(fd)
     try:
         fig.savefig(tmp, **savefig_kwargs)
         tmp.replace(path)

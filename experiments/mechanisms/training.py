@@ -3,7 +3,8 @@
 A run lives in its own directory: ``metrics.jsonl`` (:class:`cca.engine.runlog.MetricsLog`: train rows
 with the loss terms, gamma, the CCL features' norm and the CCL / cross-entropy gradient ratio; eval
 rows with val mIoU), ``last.pt`` while it trains (:func:`cca.engine.checkpoint.save`, atomic; a killed
-run resumes from it and repeats exactly the same steps), then ``model.pt`` and ``result.json``
+run resumes from it, or from ``last.pt.prev`` when it is damaged, and repeats exactly the same steps; with
+neither readable the run starts over), then ``model.pt`` and ``result.json``
 (atomic). A run whose ``result.json`` carries the same :func:`run_key` is not trained again.
 
 Seeds are exact: every run uses one thread (``torch.set_num_threads(1)``), so the same seed gives
@@ -107,7 +108,14 @@ def train_one(
 
     With ``directory`` the run logs, checkpoints and resumes there (see the module docstring).
     """
-    from cca.engine.checkpoint import load, rng_state, save, set_rng_state
+    from cca.engine.checkpoint import (
+        CheckpointError,
+        holds_checkpoint,
+        load_or_fallback,
+        rng_state,
+        save,
+        set_rng_state,
+    )
     from cca.engine.runlog import MetricsLog, read_jsonl
 
     torch.set_num_threads(1)
@@ -128,8 +136,14 @@ def train_one(
     generator = torch.Generator().manual_seed(seed)
     log = MetricsLog(directory / "metrics.jsonl" if directory else Path("metrics.jsonl"), enabled=directory is not None)
     start, seconds, evals, trains, stop_streak, diverged = 0, 0.0, [], [], 0, False
-    if directory is not None and (directory / "last.pt").is_file():
-        state = load(directory / "last.pt")
+    state = None
+    if directory is not None and holds_checkpoint(directory / "last.pt"):
+        try:  # last.pt, or last.pt.prev (with a warning) when last.pt is damaged or missing
+            state, _ = load_or_fallback(directory / "last.pt")
+        except (CheckpointError, FileNotFoundError):  # the same seed repeats the same steps: only time is lost
+            print(f"  {directory / 'last.pt'} and its previous copy are unreadable: starting this run over", flush=True)
+            log.truncate_after(0)
+    if state is not None:
         model.load_state_dict(state["model"])
         if projection is not None:
             projection.load_state_dict(state["projection"])

@@ -99,6 +99,7 @@ __all__ = [
 ]
 
 MANIFEST = "cca_synthetic.json"
+MIN_SIZE = 16  # smallest height and width of a synthetic image (room for the scenes' shapes)
 
 
 def _check_args(fmt: str, num_train: int, num_val: int, size, seed: int) -> tuple[int, int] | None:
@@ -109,8 +110,8 @@ def _check_args(fmt: str, num_train: int, num_val: int, size, seed: int) -> tupl
     non_negative_int("seed", seed)  # numpy's generators take seeds >= 0
     if size is None:
         return None
-    if len(size) != 2 or not all(isinstance(v, int) and v >= 16 for v in size):
-        raise ValueError(f"size must be (height, width) with ints >= 16, got {size!r}")
+    if len(size) != 2 or not all(isinstance(v, int) and v >= MIN_SIZE for v in size):
+        raise ValueError(f"size must be (height, width) with ints >= {MIN_SIZE}, got {size!r}")
     return int(size[0]), int(size[1])
 
 
