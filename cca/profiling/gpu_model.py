@@ -301,7 +301,7 @@ def write(out_dir: Path, measured_csv: Path | None = None) -> Path:
     """``gpu_model.md`` and ``gpu_model.csv`` (+ ``gpu_model_measured.csv`` when measurements exist)."""
     import pandas as pd
 
-    from cca.reports.provenance import provenance
+    from cca.provenance import provenance
     from cca.reports.render import Report, write_report
 
     gpus = gpu_peaks()
