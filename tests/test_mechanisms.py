@@ -49,6 +49,16 @@ def test_t_interval_and_difference_interval():
     assert stats.t_interval([5.0]) == (5.0, 5.0)
     diff, dlo, dhi = stats.difference_interval([3.0, 4.0, 5.0], [1.0, 1.0, 1.0])
     assert diff == pytest.approx(3.0) and dlo < 3.0 < dhi
+    # Welch-Satterthwaite df (4.6 here), not the conservative min(n) - 1 = 2 of before
+    from experiments.reports.verdicts import t_quantile
+
+    a, b = [10.0, 12.0, 9.0, 15.0, 11.0], [1.0, 1.5, 0.5]
+    va, vb = 5.3 / 5, 0.25 / 3
+    df = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 2)
+    diff, dlo, dhi = stats.difference_interval(a, b)
+    assert diff == pytest.approx(10.4)
+    assert (dhi - dlo) / 2 == pytest.approx(t_quantile(0.975, df) * math.sqrt(va + vb))
+    assert (dhi - dlo) / 2 < 0.7 * 4.303 * math.sqrt(va + vb)
     with pytest.raises(ValueError, match="at least one"):
         stats.mean_std([])
 
@@ -67,14 +77,12 @@ def test_fisher_exact_p_against_exact_enumeration():
         assert stats.fisher_exact_p(*case) == pytest.approx(reference(*case))
 
 
-def test_claims_rows_are_checked(tmp_path):
-    row = dict.fromkeys(stats.CLAIM_COLUMNS, "x") | {"verdict": "holds"}
-    path = stats.write_claims(tmp_path / "c.csv", [row])
-    assert list(csv.DictReader(path.open()))[0]["verdict"] == "holds"
-    with pytest.raises(ValueError, match="verdict"):
-        stats.write_claims(tmp_path / "c.csv", [row | {"verdict": "maybe"}])
-    with pytest.raises(ValueError, match="columns"):
-        stats.write_claims(tmp_path / "c.csv", [{"claim": "x"}])
+def test_single_runs_print_no_spread_and_no_interval():
+    """One run has no standard deviation and no interval: never "550 ± 0" or "[550, 550]"."""
+    assert stats.spread_text(550.0, 0.0, 1, 0) == "550 (one run)"
+    assert stats.range_text(550.0, 550.0, 1, 0) == "-"
+    assert stats.spread_text(550.0, 70.7, 2, 0) == "550 ± 71" and stats.range_text(1.0, 2.0, 2) == "[1.0, 2.0]"
+    assert stats.interval_text([550.0]) == "-"
 
 
 # -------------------------------------------------------------------------------------- paper values
@@ -220,7 +228,7 @@ def test_finished_runs_are_read_back_not_trained(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- reports
 @pytest.mark.parametrize("module", ["ccl_stability", "stacking", "video_context", "gamma_init"])
-def test_each_experiment_writes_its_report_and_claims_at_a_tiny_size(tmp_path, module):
+def test_each_experiment_writes_its_report_and_checks_at_a_tiny_size(tmp_path, module):
     import importlib
 
     mod = importlib.import_module(f"experiments.mechanisms.{module}")
@@ -242,9 +250,14 @@ def test_each_experiment_writes_its_report_and_claims_at_a_tiny_size(tmp_path, m
     md = (tmp_path / f"{name}.md").read_text()
     assert "Mechanism test on CPU" in md and "seed" in md and (tmp_path / f"{name}.png").is_file()
     assert "interval" in md and f"Regenerate with `nox -s {name}`" in md
-    rows = list(csv.DictReader((tmp_path / "claims" / f"{name}.csv").open()))
-    assert rows and all(r["verdict"] in stats.VERDICTS and r["paper"] for r in rows)
-    assert set(rows[0]) == set(stats.CLAIM_COLUMNS)
+    assert not (tmp_path / "claims").exists()  # the checks are recomputed by claims.md from the per-run CSV
+    from experiments.reports.mechanism_checks import mechanism_checks
+    from experiments.reports.verdicts import MECHANISM_VERDICTS
+
+    checks = [c for c in mechanism_checks(tmp_path) if c.report == f"{name}.md"]
+    assert checks and all(c.verdict in MECHANISM_VERDICTS for c in checks)
+    assert any(f"**{c.verdict}**" in md for c in checks)  # the report states the same verdict
+    assert "± 0.0" not in md.replace("± 0.0 ", "")  # no spread printed for a single value
 
 
 def test_iterations_to_learn_needs_two_evaluations_in_a_row():

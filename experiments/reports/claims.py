@@ -28,7 +28,7 @@ from experiments.reports.mechanism_checks import mechanism_checks, report_hardwa
 from experiments.reports.published import load_sources
 from experiments.reports.verdicts import CLAIM_VERDICTS, MECHANISM_VERDICTS, memory_error_text, rules_text
 
-__all__ = ["CLAIM_COLUMNS", "build_claims", "claim_inputs", "write_claims"]
+__all__ = ["CLAIM_COLUMNS", "build_claims", "claim_inputs", "stale_inputs", "write_claims"]
 
 
 def build_claims(reports_dir: str | Path, paper_dir: str | Path) -> pd.DataFrame:
@@ -59,6 +59,16 @@ def claim_inputs(reports_dir: str | Path, paper_dir: str | Path) -> list[Path]:
     names += [f"mechanism_{m}_runs.csv" for m in ("ccl", "gamma", "stacking", "video")]
     paper = [paper_dir / n for n in ("claims.csv", "tables_tpami.csv", "official_code.csv", "third_party.csv")]
     return [p for p in [reports / n for n in names] + paper if p.is_file()]
+
+
+def stale_inputs(reports_dir: str | Path, paper_dir: str | Path) -> list[Path]:
+    """The inputs modified after ``claims.md`` was written (all of them when there is no claims.md)."""
+    page = Path(reports_dir) / "claims.md"
+    inputs = claim_inputs(reports_dir, paper_dir)
+    if not page.is_file():
+        return inputs
+    written = page.stat().st_mtime
+    return [p for p in inputs if p.stat().st_mtime > written]
 
 
 def _tally(verdicts: pd.Series, words: tuple[str, ...]) -> str:
@@ -146,7 +156,15 @@ def main(argv: list[str] | None = None) -> int:
         "--reports", default=str(REPO_ROOT / "reports"), help="reports directory (default: %(default)s)"
     )
     parser.add_argument("--paper", default=str(REPO_ROOT / "experiments" / "paper"), help="paper CSV directory")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 naming each input newer than claims.md"
+    )
     args = parser.parse_args(argv)
+    if args.check:
+        newer = stale_inputs(args.reports, args.paper)
+        for path in newer:
+            print(f"claims.md is older than {path}: run nox -s report")
+        return 1 if newer else 0
     print(f"wrote {write_claims(args.reports, args.paper)}")
     return 0
 

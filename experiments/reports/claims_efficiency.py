@@ -9,7 +9,14 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.reports.published import published_evidence
-from experiments.reports.verdicts import FLOPS_ERROR_PCT, band, efficiency_verdict, error_text, memory_error_pct, ratio_band
+from experiments.reports.verdicts import (
+    FLOPS_ERROR_PCT,
+    band,
+    efficiency_verdict,
+    error_text,
+    memory_error_pct,
+    ratio_band,
+)
 
 __all__ = [
     "CLAIM_COLUMNS", "SECTIONS", "Evidence", "Paper", "claim_row", "efficiency_rows", "load_paper", "memory_error", "ours",
