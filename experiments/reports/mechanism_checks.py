@@ -106,6 +106,9 @@ def ccl_checks(frame: pd.DataFrame, threshold: float = SUCCESS_MIOU_PCT) -> list
 
 
 def _gammas(value) -> list[float]:
+    """gamma per block of one run: a list (in memory) or its JSON text (read back from the CSV)."""
+    if isinstance(value, (list, tuple)):
+        return [float(g) for g in value]
     if isinstance(value, str):
         return [float(g) for g in json.loads(value)]
     return [] if value is None or (isinstance(value, float) and math.isnan(value)) else [float(value)]
