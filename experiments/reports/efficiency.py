@@ -322,7 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = efficiency_rows(PAPER_INPUT, warmup=args.warmup, repeats=args.repeats, live_check=not args.no_live_check)
     table = efficiency_table(results, paper)
-    lines = statements(results, table, claims)
+    from experiments.reports.claims_efficiency import memory_error
+
+    error, _ = memory_error(out)
+    lines = statements(results, table, claims, error)
     fits: dict = {}
     csvs = {out / "efficiency.csv": table}
     if sides:
@@ -339,7 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     network = []
     if (out / "table5.csv").is_file() and (args.paper_dir / "table05_efficiency.csv").is_file():
         table5 = pd.read_csv(out / "table5.csv", dtype=str, keep_default_na=False)
-        network = network_findings(table5, pd.read_csv(args.paper_dir / "table05_efficiency.csv", dtype=str))
+        network = network_findings(
+            table5, pd.read_csv(args.paper_dir / "table05_efficiency.csv", dtype=str), memory_error_pct=error
+        )
     write_report(build_report(prov, table, results, lines, fits, network), out / "efficiency.md", csvs)
     print(f"wrote {out / 'efficiency.md'}, {out / 'efficiency.csv'}" + (", scaling plots" if sides else ""))
     for line in lines:
