@@ -372,3 +372,21 @@ def test_memory_statements_compare_megabytes_with_megabytes():
     lines = statements(results, table, {}, memory_error_pct=0.0)
     memory = next(line for line in lines if line.startswith("**Memory, Non-local**"))
     assert "ours 1411 MB" in memory and "ours/paper = 1.000" in memory and "holds" in memory
+
+
+def test_efficiency_report_renders_again_from_saved_results(tmp_path):
+    """--from-data measures nothing: the statements come from data/efficiency.json, and the page says when it was measured."""
+    from pathlib import Path
+
+    from experiments.reports.efficiency import main as efficiency_main
+
+    results = efficiency_rows((1, 16, 12, 12), warmup=0, repeats=0, live_check=False)
+    measured = {"command": "python -m x", "time_utc": "2000-01-01 00:00:00Z", "hardware": "CPU test", "commit": "abc",
+                "dirty": False, "torch": "t", "python": "p", "gpu": "none", "fvcore": "f", "cca_backend": "extension"}
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "efficiency.json").write_text(json.dumps({"provenance": measured, "results": results}))
+    paper = Path(__file__).resolve().parents[1] / "experiments" / "paper"
+    assert efficiency_main(["--out", str(tmp_path), "--paper-dir", str(paper), "--from-data"]) == 0
+    text = (tmp_path / "efficiency.md").read_text()
+    assert "Measured by `python -m x` at 2000-01-01 00:00:00Z, commit `abc`" in text and "**Memory, Non-local**" in text
+    assert "error not estimated" in text  # no memory_model_error.csv in this reports folder
