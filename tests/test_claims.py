@@ -59,6 +59,7 @@ def test_claims_page_sections_verdicts_and_published_runs(tmp_path):
     frame = claims.build_claims(reports, PAPER_DIR)
     by_id = frame.set_index("claim_id")
     paper_claims = frame[frame["section"] == "paper claim"]
+    assert frame["claim_id"].is_unique
     assert set(paper_claims["verdict"]) <= set(CLAIM_VERDICTS)
     # efficiency: FLOPs exact, memory with the model's measured ±23.4%
     assert by_id.loc["flops_85pct", "verdict"] == "holds"

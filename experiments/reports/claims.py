@@ -90,6 +90,7 @@ def claims_report(frame: pd.DataFrame, reports: Path) -> Report:
             "Ours": claims["ours"],
             "Report": [_link(r) for r in claims["report"]],
             "Scale": [s or "—" for s in claims["scale"]],
+            "Hardware": [h or "—" for h in claims["hardware"]],
             "Verdict (ours)": [f"**{v}**" for v in claims["verdict"]],
             "Published runs (others' runs, not ours)": [p or "—" for p in claims["published"]],
             "Verdict (published)": [f"**{v}**" if v else "—" for v in claims["published_verdict"]],

@@ -70,7 +70,8 @@ def _comparison_row(c: Comparison, paper: Paper, reports: Path, paper_dir: Path,
         if absent:
             text += f"; no row of ours for the paper's {', '.join(absent)}"
         return claim_row(c.claim_id, c.claim, paper_text, text, best.report, "full", best.hardware, verdict, c.command, published)
-    return _not_testable(c.claim_id, c.claim, paper_text, best, c.table, c.command, published)
+    why = "" if keys[c.better] else "no row of ours measures it (success rates over many runs: 10 seeds per row at full scale)"
+    return _not_testable(c.claim_id, c.claim, paper_text, best, c.table, c.command, published, why)
 
 
 def _not_testable(claim_id, claim, paper_text, result: Evidence | None, table: int, command: str, published=None, why="") -> dict:

@@ -81,7 +81,7 @@ def ccl_checks(frame: pd.DataFrame, threshold: float = SUCCESS_MIOU_PCT) -> list
     command = "nox -s mechanism_ccl"
     return [
         Check(
-            "ccl_piecewise_reliable",
+            "mechanism_ccl_piecewise_reliable",
             "With the CCL, the piecewise distance makes training fail less often than the quadratic one (task: "
             "the long-range task, where a run can stall at chance; it can show which distance fails more often "
             "here, not the paper's Cityscapes success rates)",
@@ -93,7 +93,7 @@ def ccl_checks(frame: pd.DataFrame, threshold: float = SUCCESS_MIOU_PCT) -> list
             command,
         ),
         Check(
-            "ccl_helps",
+            "mechanism_ccl_helps",
             "The CCL raises val mIoU (task: the long-range task; its outcome is bimodal, about 35% or 100%, so "
             "10 seeds can resolve a large change, never a gain of 0.7 points)",
             "+0.7 mIoU (about, secondary)",
@@ -137,7 +137,7 @@ def gamma_check(frame: pd.DataFrame) -> Check:
         + f"; mean |gamma| at the end {mean_abs['gamma0']:.2f} vs {mean_abs['gamma1']:.2f}"
     )
     return Check(
-        "rcca_gamma_zero_init_slows",
+        "mechanism_rcca_gamma_zero_init_slows",
         "RCCA R=2 with gamma initialised to 0 (the paper's init) learns two-hop context more slowly than with "
         "gamma = 1 (task: labels that need two hops, whose signal is of order gamma^2; it can show the slowdown "
         "on this task and budget, not an effect on the paper's accuracy)",
@@ -160,7 +160,7 @@ def stacking_checks(frame: pd.DataFrame) -> list[Check]:
         wins = successes(frame, variant)
         checks.append(
             Check(
-                f"context_{variant}_vs_rcca",
+                f"mechanism_context_{variant}_vs_rcca",
                 f"{label[0].upper()}{label[1:]} gives every pixel full-image context as criss-cross R=2 does: the same "
                 "accuracy (task: a cue sharing no row or column with its blob; it can show that both reach it, not "
                 "the paper's Cityscapes values of these rows, which our sources lack)",
@@ -178,7 +178,7 @@ def video_check(frame: pd.DataFrame) -> Check:
     """3D criss-cross attention T=5 vs T=1 on clips whose label needs another frame (Welch)."""
     test = _test(_miou(frame, "ccnet3d_t5"), _miou(frame, "ccnet3d_t1"))
     return Check(
-        "video_3d_context",
+        "mechanism_video_3d_context",
         "3D criss-cross attention carries information along time (task: clips whose centre-frame label is shown "
         "only in another frame, so only T > 1 can solve it; it shows the time axis works, not CamVid's gain of "
         "T=5 over T=1)",
@@ -197,7 +197,7 @@ def longrange_check(frame: pd.DataFrame) -> Check:
         float(r2["miou_mean"]), float(r2["miou_std"]), int(r2["seeds"]), float(r1["miou_mean"]), float(r1["miou_std"]), int(r1["seeds"])
     )
     return Check(
-        "r2_reaches_every_pixel",
+        "mechanism_r2_reaches_every_pixel",
         "Two loops reach every pixel (full-image context) where one loop cannot (task: a cue sharing no row or "
         "column with its blob, so only two hops carry it; it shows the second loop's reach, not the size of the "
         "paper's Cityscapes gain)",
