@@ -156,9 +156,9 @@ def write_table_report(
         displayed=displayed,
     )
     index_dir = Path(options.reports_dir)
-    from experiments.reports.claims import write_claims
+    from experiments.reports.claims import refresh_claims
 
-    write_claims(index_dir, spec.PAPER_DIR)  # claims.md never older than the table it cites
+    refresh_claims(index_dir, spec.PAPER_DIR)  # claims.md never older than the table it cites
     atomic_write_text(index_dir / "README.md", index.build_index(index_dir, spec.PAPER_DIR))
     print(f"[table {table.number}] wrote {md} and {md.with_suffix('.csv')} ({scale} scale)")
     return md

@@ -177,3 +177,10 @@ def test_paper_settings_are_read_from_the_csv():
         assert preset.ccl_channels == CCL_CHANNELS, preset.name
     with pytest.raises(KeyError, match="settings"):
         setting("no_such_setting")
+
+
+def test_refresh_claims_skips_a_paper_dir_without_claims(tmp_path):
+    from experiments.reports import claims
+
+    assert claims.refresh_claims(tmp_path, tmp_path) is None and not (tmp_path / "claims.md").exists()
+    assert claims.refresh_claims(tmp_path, PAPER_DIR) == tmp_path / "claims.md"

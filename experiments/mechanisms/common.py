@@ -90,11 +90,11 @@ class Study:
         sections, figures) and its CSVs (``per_variant``, ``per_run`` frames); the per-run CSV is what the
         mechanism checks of ``reports/claims.md`` are recomputed from."""
         from cca.reports.render import Report
-        from experiments.reports.claims import write_claims
+        from experiments.reports.claims import refresh_claims
 
         document = Report(provenance=provenance_now(), regenerate=self.command, scale="cpu-mechanism", **report)
         path = publish(document, reports, self.name, per_variant, per_run)
-        write_claims(reports, ROOT / "experiments" / "paper")  # its checks, recomputed from the new per-run CSV
+        refresh_claims(reports, ROOT / "experiments" / "paper")  # its checks, recomputed from the new per-run CSV
         return path
 
 

@@ -28,7 +28,7 @@ from experiments.reports.mechanism_checks import mechanism_checks, report_hardwa
 from experiments.reports.published import load_sources
 from experiments.reports.verdicts import CLAIM_VERDICTS, MECHANISM_VERDICTS, memory_error_text, rules_text
 
-__all__ = ["CLAIM_COLUMNS", "build_claims", "claim_inputs", "stale_inputs", "write_claims"]
+__all__ = ["CLAIM_COLUMNS", "build_claims", "claim_inputs", "refresh_claims", "stale_inputs", "write_claims"]
 
 
 def build_claims(reports_dir: str | Path, paper_dir: str | Path) -> pd.DataFrame:
@@ -149,6 +149,14 @@ def write_claims(reports_dir: str | Path, paper_dir: str | Path) -> Path:
     reports = Path(reports_dir)
     frame = build_claims(reports, paper_dir)
     return write_report(claims_report(frame, reports), reports / "claims.md", {reports / "claims.csv": frame})
+
+
+def refresh_claims(reports_dir: str | Path, paper_dir: str | Path) -> Path | None:
+    """Rebuild ``claims.md`` after a report it cites was written (None, writing nothing, when ``paper_dir``
+    lacks the paper's claims: a test's or a user's own table directory)."""
+    if not all((Path(paper_dir) / name).is_file() for name in ("claims.csv", "tables_tpami.csv")):
+        return None
+    return write_claims(reports_dir, paper_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
