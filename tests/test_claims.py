@@ -184,3 +184,17 @@ def test_refresh_claims_skips_a_paper_dir_without_claims(tmp_path):
 
     assert claims.refresh_claims(tmp_path, tmp_path) is None and not (tmp_path / "claims.md").exists()
     assert claims.refresh_claims(tmp_path, PAPER_DIR) == tmp_path / "claims.md"
+
+
+def test_checks_name_a_mechanism_report_older_than_the_rules(tmp_path):
+    from experiments.reports import claims
+
+    _table_csv(
+        tmp_path / "mechanism_video_runs.csv",
+        [{"variant": n, "seed": s, "miou": m + s, "diverged": False} for n, m in (("ccnet3d_t1", 35.0), ("ccnet3d_t5", 98.0)) for s in range(3)],
+    )
+    (tmp_path / "mechanism_video.md").write_text("# old report\\n\\nVerdict: **holds**\\n")
+    text = claims.write_claims(tmp_path, PAPER_DIR).read_text()
+    assert "not re-rendered since" in text and "[mechanism_video.md](mechanism_video.md)" in text
+    (tmp_path / "mechanism_video.md").write_text("# new\\n\\nthe rules of `experiments/reports/verdicts.py`\\n")
+    assert "not re-rendered since" not in claims.write_claims(tmp_path, PAPER_DIR).read_text()

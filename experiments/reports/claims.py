@@ -126,6 +126,20 @@ def claims_report(frame: pd.DataFrame, reports: Path) -> Report:
         "(`reports/*_runs.csv`, `reports/longrange.csv`). They test a mechanism, not the paper's numbers: "
         f"{_tally(checks['verdict'], MECHANISM_VERDICTS)}."
     )
+    older = sorted(
+        {
+            r
+            for r in checks["report"]
+            if r.startswith("mechanism_") and (reports / r).is_file() and "verdicts.py" not in (reports / r).read_text()
+        }
+    )
+    if older:
+        check_intro += (
+            " Mechanism reports written before these rules (their wording, e.g. medians, spreads and verdict words, "
+            "is older) and not re-rendered since: "
+            + ", ".join(f"[{r}]({r})" for r in older)
+            + "; where their wording differs, the checks here, recomputed from their per-run CSVs, apply."
+        )
     return Report(
         title="Claims of the paper: do they hold?",
         provenance=provenance(),
