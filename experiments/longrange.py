@@ -25,6 +25,7 @@ resumable training loop are the mechanism experiments' (:mod:`experiments.mechan
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -104,7 +105,7 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for metric in ("miou", "intra_class_spread", "inter_class_distance", "inter_over_intra"):
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std([float(r[metric]) for r in part])
         row["miou_per_seed"] = " / ".join(f"{r['miou']:.1f}" for r in part)
-        blob = [[v for v in r["iou"][1:] if v is not None and v == v] for r in part]  # None/NaN: class absent
+        blob = [[v for v in r["iou"][1:] if v is not None and not math.isnan(v)] for r in part]  # None/NaN: class absent
         row["blob_class_iou_mean"] = float(sum(sum(b) / len(b) for b in blob if b) / max(1, sum(1 for b in blob if b)))
         rows.append(row)
     return rows

@@ -121,14 +121,27 @@ def write_table_report(
     ]
     if curves:
         sections.append(("Training curves", f"Loss and val {metric_label} vs iteration ({scale} scale): " + ", ".join(curves) + "."))
+    missing = bool((frame["paper"].isna() & (frame["source"] != tables.NOT_IN_PAPER)).any())
     notes = [
         "Paper values come from `experiments/paper/" + table.paper_csv.name + "` with their confidence: "
-        "verbatim (read in the paper), secondary (quoted by the authors elsewhere), uncertain (recalled, not re-read). "
-        "'not found' means the value was not found in the sources searched; it is left empty, never guessed.",
+        "verbatim (read in the paper), secondary (quoted by the authors elsewhere), uncertain (recalled, not re-read)."
+        + (
+            " 'not found' marks a value of this table that our sources do not give; it is left empty, never guessed."
+            if missing
+            else ""
+        ),
         "Rows quoted from the paper only (other methods) are marked as such; rows of ours that the paper's table "
         "does not have are marked 'not in the paper's table'. `--rows` takes our row keys or the paper's row names.",
         *table.notes,
     ]
+    displayed = None
+    if table.number == 5:  # the efficiency table reads as the paper prints it, with the verdict on its +NL memory
+        from experiments.reports import table5
+        from experiments.reports.claims_efficiency import memory_error
+
+        error, _ = memory_error(Path(options.reports_dir))
+        displayed = table5.displayed(frame, error)
+        summary += "\n\n" + table5.verdict_on_nonlocal_memory(frame, error)
     prov = provenance(options.device or "cpu", command=options.command or None)
     md, _ = tables.write_report(
         frame,
@@ -140,8 +153,12 @@ def write_table_report(
         summary=summary,
         notes=notes,
         sections=sections,
+        displayed=displayed,
     )
     index_dir = Path(options.reports_dir)
+    from experiments.reports.claims import refresh_claims
+
+    refresh_claims(index_dir, spec.PAPER_DIR)  # claims.md never older than the table it cites
     atomic_write_text(index_dir / "README.md", index.build_index(index_dir, spec.PAPER_DIR))
     print(f"[table {table.number}] wrote {md} and {md.with_suffix('.csv')} ({scale} scale)")
     return md

@@ -31,6 +31,7 @@ TABLE = Table(
     notes=(
         "LIP's batch, iterations, evaluation mode and CCL weight were not found in the sources searched: "
         "batch 8 / 60k iterations (as Cityscapes), whole-image single-scale evaluation and CCL weight 1 are our choices.",
-        "The paper's pixel and mean accuracy for CCNet and the comparison methods' rows were not found.",
+        "The paper's pixel and mean accuracy of CCNet and the CE2P row are printed from our sources; the other comparison "
+        "methods' rows are not in them and are not listed.",
     ),
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from fractions import Fraction
@@ -45,10 +44,20 @@ def test_t_interval_and_difference_interval():
     mean = sum(values) / 4
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / 3)
     lo, hi = stats.t_interval(values)
-    assert (lo + hi) / 2 == pytest.approx(mean) and (hi - lo) / 2 == pytest.approx(3.182 * std / 2)
+    assert (lo + hi) / 2 == pytest.approx(mean) and (hi - lo) / 2 == pytest.approx(3.182 * std / 2, rel=1e-3)
     assert stats.t_interval([5.0]) == (5.0, 5.0)
     diff, dlo, dhi = stats.difference_interval([3.0, 4.0, 5.0], [1.0, 1.0, 1.0])
     assert diff == pytest.approx(3.0) and dlo < 3.0 < dhi
+    # Welch-Satterthwaite df (4.6 here), not the conservative min(n) - 1 = 2 of before
+    from experiments.reports.verdicts import t_quantile
+
+    a, b = [10.0, 12.0, 9.0, 15.0, 11.0], [1.0, 1.5, 0.5]
+    va, vb = 5.3 / 5, 0.25 / 3
+    df = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 2)
+    diff, dlo, dhi = stats.difference_interval(a, b)
+    assert diff == pytest.approx(10.4)
+    assert (dhi - dlo) / 2 == pytest.approx(t_quantile(0.975, df) * math.sqrt(va + vb))
+    assert (dhi - dlo) / 2 < 0.7 * 4.303 * math.sqrt(va + vb)
     with pytest.raises(ValueError, match="at least one"):
         stats.mean_std([])
 
@@ -67,14 +76,12 @@ def test_fisher_exact_p_against_exact_enumeration():
         assert stats.fisher_exact_p(*case) == pytest.approx(reference(*case))
 
 
-def test_claims_rows_are_checked(tmp_path):
-    row = dict.fromkeys(stats.CLAIM_COLUMNS, "x") | {"verdict": "holds"}
-    path = stats.write_claims(tmp_path / "c.csv", [row])
-    assert list(csv.DictReader(path.open()))[0]["verdict"] == "holds"
-    with pytest.raises(ValueError, match="verdict"):
-        stats.write_claims(tmp_path / "c.csv", [row | {"verdict": "maybe"}])
-    with pytest.raises(ValueError, match="columns"):
-        stats.write_claims(tmp_path / "c.csv", [{"claim": "x"}])
+def test_single_runs_print_no_spread_and_no_interval():
+    """One run has no standard deviation and no interval: never "550 ± 0" or "[550, 550]"."""
+    assert stats.spread_text(550.0, 0.0, 1, 0) == "550 (one run)"
+    assert stats.range_text(550.0, 550.0, 1, 0) == "-"
+    assert stats.spread_text(550.0, 70.7, 2, 0) == "550 ± 71" and stats.range_text(1.0, 2.0, 2) == "[1.0, 2.0]"
+    assert stats.interval_text([550.0]) == "-"
 
 
 # -------------------------------------------------------------------------------------- paper values
@@ -220,7 +227,7 @@ def test_finished_runs_are_read_back_not_trained(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- reports
 @pytest.mark.parametrize("module", ["ccl_stability", "stacking", "video_context", "gamma_init"])
-def test_each_experiment_writes_its_report_and_claims_at_a_tiny_size(tmp_path, module):
+def test_each_experiment_writes_its_report_and_checks_at_a_tiny_size(tmp_path, module):
     import importlib
 
     mod = importlib.import_module(f"experiments.mechanisms.{module}")
@@ -242,9 +249,13 @@ def test_each_experiment_writes_its_report_and_claims_at_a_tiny_size(tmp_path, m
     md = (tmp_path / f"{name}.md").read_text()
     assert "Mechanism test on CPU" in md and "seed" in md and (tmp_path / f"{name}.png").is_file()
     assert "interval" in md and f"Regenerate with `nox -s {name}`" in md
-    rows = list(csv.DictReader((tmp_path / "claims" / f"{name}.csv").open()))
-    assert rows and all(r["verdict"] in stats.VERDICTS and r["paper"] for r in rows)
-    assert set(rows[0]) == set(stats.CLAIM_COLUMNS)
+    assert "mechanism" in (tmp_path / "claims.md").read_text()  # claims.md rebuilt with the recomputed checks
+    from experiments.reports.mechanism_checks import mechanism_checks
+    from experiments.reports.verdicts import MECHANISM_VERDICTS
+
+    checks = [c for c in mechanism_checks(tmp_path) if c.report == f"{name}.md"]
+    assert checks and all(c.verdict in MECHANISM_VERDICTS for c in checks)
+    assert any(f"**{c.verdict}**" in md for c in checks)  # the report states the same verdict
 
 
 def test_iterations_to_learn_needs_two_evaluations_in_a_row():
@@ -305,3 +316,27 @@ def test_a_damaged_checkpoint_falls_back_or_starts_over(tmp_path, capsys):
     again = training.train_one(settings, variant, 1, directory=directory)
     assert "and its previous copy are unreadable: starting this run over" in capsys.readouterr().out
     assert again["miou"] == straight["miou"] and again["train_log"] == straight["train_log"]
+
+
+def test_ccl_report_medians_are_true_medians():
+    from experiments.mechanisms.ccl_report import _median
+
+    assert _median([4.0, 1.0, 3.0, 2.0]) == 2.5  # not the upper middle value (3.0)
+    assert _median([1.0, float("nan"), 5.0, 3.0]) == 3.0 and math.isnan(_median([float("nan")]))
+
+
+def test_gamma_check_reports_mean_abs_gamma_and_the_same_seed_ratio():
+    """Signed gammas of opposite sign average to ~0: the check prints mean |gamma|; the slowdown is the
+    ratio on the same seed (550 / 150 = 3.7x), not against the other arm's mean (550 / 120 = 4.6x)."""
+    import pandas as pd
+
+    from experiments.reports.mechanism_checks import gamma_check
+
+    rows = [("gamma0", 0, 550.0, 600, "[0.42]"), ("gamma1", 0, 150.0, 200, "[1.1]")]
+    rows += [("gamma0", s, None, 800, f"[{g}]") for s, g in ((1, 0.2), (2, -0.21), (3, -0.27), (4, 0.24))]
+    rows += [("gamma1", s, 100.0, 150, "[1.1]") for s in (1, 2, 3, 4)]
+    frame = pd.DataFrame(rows, columns=["variant", "seed", "iterations_to_learn", "iterations_run", "gamma"])
+    check = gamma_check(frame)
+    assert "seed 0: 3.7x slower" in check.ours and "4.6x" not in check.ours
+    assert "mean |gamma| at the end 0.27 vs 1.10" in check.ours
+    assert "1/5" in check.ours and "5/5" in check.ours and check.verdict == "mechanism confirmed"  # Fisher p = 0.048

@@ -12,6 +12,9 @@ Methods (``memory_method`` in every result says which produced the number):
   caching allocator's 512-byte blocks (what ``max_memory_allocated`` counts). The fake run uses
   CPU kernels: backward on a fake ``"cuda"`` device needs a CUDA context (autograd's device
   threads), which a machine without a GPU has not.
+* ``"fake_tensor_tracker(2 MiB segments)"`` (``method="fake_cuda_segments"``): each storage rounded
+  up to 2 MiB, the granularity of the allocator's segments for large blocks: a stand-in for the
+  reserve beyond the allocated bytes, used to bound the model's error (not a GPU measurement).
 
 The tracker is allocator-independent: it sums the bytes of the storages that tensors returned by
 operators hold, from the op that creates each storage until the storage is freed (weak-reference
@@ -46,6 +49,7 @@ from cca.profiling.flops import modelled_criss_cross
 
 __all__ = [
     "CUDA_BLOCK_BYTES",
+    "CUDA_SEGMENT_BYTES",
     "MEMORY_INCLUDES",
     "MEMORY_METHODS",
     "MEMORY_STEPS",
@@ -57,7 +61,14 @@ __all__ = [
 
 MiB = 2**20
 CUDA_BLOCK_BYTES = 512  # the CUDA caching allocator rounds every block up to a multiple of 512 bytes
-MEMORY_METHODS = ("auto", "fake", "fake_cuda", "live", "cuda")
+CUDA_SEGMENT_BYTES = 2 * MiB  # the caching allocator's segment granularity for large blocks
+MEMORY_METHODS = ("auto", "fake", "fake_cuda", "fake_cuda_segments", "live", "cuda")
+_FAKE_ROUNDING = {"fake": 1, "fake_cuda": CUDA_BLOCK_BYTES, "fake_cuda_segments": CUDA_SEGMENT_BYTES}
+_FAKE_NAMES = {
+    "fake": "fake_tensor_tracker(cpu)",
+    "fake_cuda": "fake_tensor_tracker(cuda-equivalent)",
+    "fake_cuda_segments": "fake_tensor_tracker(2 MiB segments)",
+}
 MEMORY_STEPS = ("training", "inference")
 MEMORY_INCLUDES = (
     "parameters + buffers + input (requires_grad) + activations saved for backward + temporaries + output "
@@ -274,7 +285,7 @@ def peak_memory(
     Args:
         module: the block (on CPU; ``method="cuda"`` moves it to the GPU).
         input_shape: e.g. ``(N, C, H, W)``.
-        method: ``"fake"`` (default for ``"auto"`` without a GPU), ``"fake_cuda"``, ``"live"``
+        method: ``"fake"`` (default for ``"auto"`` without a GPU), ``"fake_cuda"``, ``"fake_cuda_segments"``, ``"live"``
             or ``"cuda"`` (``"auto"`` with a GPU); see the module docstring.
         criss_cross: ``"op"``: the criss-cross attention allocates as the ``cca`` custom ops do
             (outputs + saved inputs), whatever the backend; ``"backend"``: as the active backend
@@ -315,8 +326,8 @@ def peak_memory(
             result = _run_tracked(module, state, params, buffers, x, 1, training)
             name = "live_tensor_tracker(cpu)"
         else:
-            result = _fake_run(module, shape, dtype, CUDA_BLOCK_BYTES if method == "fake_cuda" else 1, training)
-            name = "fake_tensor_tracker(cuda-equivalent)" if method == "fake_cuda" else "fake_tensor_tracker(cpu)"
+            result = _fake_run(module, shape, dtype, _FAKE_ROUNDING[method], training)
+            name = _FAKE_NAMES[method]
     includes = MEMORY_INCLUDES if training else INFERENCE_INCLUDES
     return {
         **result,

@@ -1,4 +1,4 @@
-"""CPU mechanism experiments (issue 16): each tests one mechanism the paper's claims rest on, with seeds and intervals.
+"""CPU mechanism experiments: each tests one mechanism the paper's claims rest on, with seeds and intervals.
 
 * :mod:`.ccl_stability`: the category consistent loss, piecewise vs quadratic distance, 10 seeds;
 * :mod:`.video_context`: the 3D criss-cross attention's time axis (CCNet3D T=1 vs T=5);
@@ -7,7 +7,7 @@
 
 Each entry declares one :class:`.common.Study` (settings, variants, report writer); shared pieces:
 :mod:`.settings` (the engine's config extended with the task and model, variants, the paper's values),
-:mod:`.model`, :mod:`.training` (resumable runs, worker processes), :mod:`.stats` (intervals, claims
-rows), :mod:`.common` (the study driver and command line, figures, publication).
+:mod:`.model`, :mod:`.training` (resumable runs, worker processes), :mod:`.stats` (intervals, summaries
+and the per-run CSVs the checks on claims.md read), :mod:`.common` (the study driver and command line, figures, publication).
 ``experiments/longrange.py`` uses the same pieces.
 """

@@ -1,7 +1,10 @@
-"""``reports/mechanism_ccl.md`` (+ CSV, PNG, claims rows) from the CCL stability runs."""
+"""``reports/mechanism_ccl.md`` (+ CSVs, PNG) from the CCL stability runs; its verdicts are the mechanism
+checks of ``reports/claims.md`` (:func:`experiments.reports.mechanism_checks.ccl_checks`)."""
 
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,16 @@ import pandas as pd
 from experiments.mechanisms import common
 from experiments.mechanisms.common import Results
 from experiments.mechanisms.settings import MechanismSettings, paper_quote, paper_setting, paper_value
-from experiments.mechanisms.stats import difference_interval, fisher_exact_p, mean_std, runs_frame, succeeded, summarise
+from experiments.mechanisms.stats import (
+    fisher_exact_p,
+    mean_std,
+    range_text,
+    runs_frame,
+    spread_text,
+    succeeded,
+    summarise,
+)
+from experiments.reports.mechanism_checks import ccl_checks
 
 WINDOW = (50, 200)  # the train rows of this iteration window: the blob is found, its class not yet learned
 
@@ -33,11 +45,11 @@ def _gamma_end(result: dict[str, Any]) -> float:
 
 
 def _fmt(values: list[float], digits: int = 2) -> str:
-    values = [v for v in values if v == v]
+    values = [v for v in values if not math.isnan(v)]
     if not values:
         return "-"
     mean, std = mean_std(values)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return spread_text(mean, std, len(values), digits)
 
 
 def _groups(results: list[dict[str, Any]], names: list[str], threshold: float):
@@ -86,8 +98,9 @@ def diagnosis(results: list[dict[str, Any]], names: list[str], threshold: float)
 
 
 def _median(values: list[float]) -> float:
-    values = sorted(v for v in values if v == v)
-    return values[len(values) // 2] if values else float("nan")
+    """The median of the numbers (the mean of the two middle ones for an even count); NaN when none."""
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.median(values) if values else float("nan")
 
 
 def findings(
@@ -202,14 +215,15 @@ def write(study: common.Study, settings: MechanismSettings, results: Results, re
                 f"[{100 * r['success_ci95_low']:.0f}%, {100 * r['success_ci95_high']:.0f}%]"
                 for _, r in summary.iterrows()
             ],
-            "val mIoU (%) mean ± std": [f"{r['miou_mean']:.1f} ± {r['miou_std']:.1f}" for _, r in summary.iterrows()],
+            "val mIoU (%) mean ± std": [
+                spread_text(r["miou_mean"], r["miou_std"], int(r["seeds"])) for _, r in summary.iterrows()
+            ],
             "mIoU 95% t interval": [
-                f"[{r['miou_ci95_low']:.1f}, {r['miou_ci95_high']:.1f}]" for _, r in summary.iterrows()
+                range_text(r["miou_ci95_low"], r["miou_ci95_high"], int(r["seeds"])) for _, r in summary.iterrows()
             ],
             "per seed": list(summary["miou_per_seed"]),
         }
     )
-    gain, gain_lo, gain_hi = difference_interval(miou["ccl_piecewise"], miou["r2"])
     for name in names:  # an arm without runs yet (a partial report) counts 0 of 0
         wins.setdefault(name, (0, 0))
         miou.setdefault(name, [])
@@ -219,37 +233,6 @@ def write(study: common.Study, settings: MechanismSettings, results: Results, re
     delta_v, delta_d = float(paper_setting("ccl_delta_v")), float(paper_setting("ccl_delta_d"))
     title = "CCL stability on the long-range task (bars: mean, whiskers: 95% t interval, dots: seeds)"
     png = common.bar_figure(results, names, reports / f"{study.name}.png", title, threshold)
-    form_verdict = (
-        "holds"
-        if wins["ccl_piecewise"][0] > wins["ccl_quadratic"][0] and p_form < 0.05
-        else ("does not hold" if wins["ccl_piecewise"][0] <= wins["ccl_quadratic"][0] else "holds in part")
-    )
-    summary_text = f"""
-**Claim** (paper, CCL table, {piece_paper["confidence"]}): with the piecewise distance the training succeeds
-{piece_paper["value"]} times, with the quadratic one {quad_paper["value"]}; the CCL adds {gain_paper} mIoU.
-
-**Success, defined before any run**: val mIoU >= {threshold:g}% and no NaN/inf loss (chance on this task, the
-blob found but its class guessed, is about 33% mIoU; a solved run about 100%).
-
-**Measured** ({", ".join(f"{n} {w[1]}" for n, w in wins.items())} seeds, R=2, gamma init {settings.gamma_init}, CCL
-weight {settings.ccl_weight}, margins delta_v {delta_v:g} / delta_d {delta_d:g} and weights from `settings_tpami.csv`):
-piecewise {wins["ccl_piecewise"][0]}/{wins["ccl_piecewise"][1]}, quadratic {wins["ccl_quadratic"][0]}/{wins["ccl_quadratic"][1]}
-(Fisher exact p = {p_form:.3f}), no CCL {wins["r2"][0]}/{wins["r2"][1]}; on the raw context features
-{wins["ccl_piecewise_on_features"][0]}/{wins["ccl_piecewise_on_features"][1]} (vs the 16-channel projection: Fisher exact p = {p_proj:.3f}).
-CCL gain (piecewise, projected, minus no CCL): {gain:+.1f} mIoU, 95% interval [{gain_lo:+.1f}, {gain_hi:+.1f}].
-Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** here.
-"""
-    notes = [
-        f"Task and model: `cca.data.long_range`, {settings.size}x{settings.size}, {settings.num_colours} blob classes, cue contrast "
-        f"{settings.cue_contrast}; {settings.stem_convs} 3x3 convs ({settings.channels} ch) -> RCCA R=2 -> 1x1 classifier; Adam lr {settings.lr}, "
-        f"batch {settings.batch_size}, {settings.iterations} iterations, {settings.num_train} train / {settings.num_val} val images; one thread per run.",
-        "The CCL's centres are per image (as De Brabandere et al.); every image here holds background and one blob class, so the "
-        "distance term pushes the blob's centre away from the background's and never the blob classes from each other.",
-        f"Without the CCL, R=2 succeeds {wins['r2'][0]}/{wins['r2'][1]} times here: a gain of about 0.7 mIoU is far below what "
-        "10 seeds of this bimodal outcome (about 35% or about 100%) can resolve; what can show is whether the CCL makes runs fail, "
-        "and which distance does so less often.",
-    ]
-    found = findings(results, names, wins, threshold, (delta_v, delta_d))
     per_run = runs_frame(
         results,
         [
@@ -266,28 +249,38 @@ Verdict on "piecewise trains more reliably than quadratic": **{form_verdict}** h
             "seconds",
         ],
     )
-    piecewise, quadratic = wins["ccl_piecewise"], wins["ccl_quadratic"]
-    claims = [
-        (
-            "ccl_piecewise_reliable",
-            "the CCL with the piecewise distance trains successfully more often than with the quadratic one",
-            f"{piece_paper['value']} vs {quad_paper['value']}",
-            f"{piecewise[0]}/{piecewise[1]} vs {quadratic[0]}/{quadratic[1]} (Fisher p={p_form:.2f})",
-            form_verdict,
-        ),
-        (
-            "ccl_helps",
-            "the category consistent loss improves mIoU",
-            gain_paper,
-            f"{gain:+.1f} mIoU [{gain_lo:+.1f}, {gain_hi:+.1f}] (interval far wider than the paper's gain)",
-            "holds" if gain_lo > 0 else ("does not hold" if gain_hi < 0 else "not testable here"),
-        ),
+    form_check, gain_check = ccl_checks(per_run, threshold)
+    summary_text = f"""
+**Claim** (paper, CCL table, {piece_paper["confidence"]}): with the piecewise distance the training succeeds
+{piece_paper["value"]} times, with the quadratic one {quad_paper["value"]}; the CCL adds {gain_paper} mIoU.
+
+**Success, defined before any run**: val mIoU >= {threshold:g}% and no NaN/inf loss (chance on this task, the
+blob found but its class guessed, is about 33% mIoU; a solved run about 100%).
+
+**Measured** ({", ".join(f"{n} {w[1]}" for n, w in wins.items())} seeds, R=2, gamma init {settings.gamma_init}, CCL
+weight {settings.ccl_weight}, margins delta_v {delta_v:g} / delta_d {delta_d:g} and weights from `settings_tpami.csv`):
+piecewise {wins["ccl_piecewise"][0]}/{wins["ccl_piecewise"][1]}, quadratic {wins["ccl_quadratic"][0]}/{wins["ccl_quadratic"][1]}
+(Fisher exact p = {p_form:.3f}), no CCL {wins["r2"][0]}/{wins["r2"][1]}; on the raw context features
+{wins["ccl_piecewise_on_features"][0]}/{wins["ccl_piecewise_on_features"][1]} (vs the 16-channel projection: Fisher exact p = {p_proj:.3f}).
+CCL gain (piecewise, projected, minus no CCL): {gain_check.ours.split(": ", 1)[1]}.
+Mechanism check "piecewise fails less often than quadratic" (Fisher exact, alpha 0.05; the rules of
+`experiments/reports/verdicts.py`): **{form_check.verdict}**; "the CCL raises val mIoU": **{gain_check.verdict}**.
+"""
+    notes = [
+        f"Task and model: `cca.data.long_range`, {settings.size}x{settings.size}, {settings.num_colours} blob classes, cue contrast "
+        f"{settings.cue_contrast}; {settings.stem_convs} 3x3 convs ({settings.channels} ch) -> RCCA R=2 -> 1x1 classifier; Adam lr {settings.lr}, "
+        f"batch {settings.batch_size}, {settings.iterations} iterations, {settings.num_train} train / {settings.num_val} val images; one thread per run.",
+        "The CCL's centres are per image (as De Brabandere et al.); every image here holds background and one blob class, so the "
+        "distance term pushes the blob's centre away from the background's and never the blob classes from each other.",
+        f"Without the CCL, R=2 succeeds {wins['r2'][0]}/{wins['r2'][1]} times here: a gain of about 0.7 mIoU is far below what "
+        "10 seeds of this bimodal outcome (about 35% or about 100%) can resolve; what can show is whether the CCL makes runs fail, "
+        "and which distance does so less often.",
     ]
+    found = findings(results, names, wins, threshold, (delta_v, delta_d))
     return study.publish(
         reports,
         summary,
         per_run,
-        claims,
         title="CCL stability: piecewise vs quadratic distance over 10 seeds (mechanism test on CPU)",
         summary=summary_text,
         tables=[

@@ -9,7 +9,7 @@ one 6 in 10, and the CCL adds about 0.7 mIoU. Here the CCL (the paper's margins 
 from ``settings_tpami.csv``) acts on a 1x1 projection of the RCCA output to the paper's 16 channels;
 a fourth arm puts it on the 32-channel context features themselves (the long-range ablation's
 ``r2_ccl``, which failed on one seed of three) to find out why that run failed.
-Report: ``reports/mechanism_ccl.md`` / ``.csv`` / ``.png``; claims: ``reports/claims/mechanism_ccl.csv``.
+Report: ``reports/mechanism_ccl.md`` / ``.csv`` / ``.png``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Reports of the stacking, gamma-init and video mechanism experiments (``reports/mechanism_*.md``)."""
+"""Reports of the stacking, gamma-init and video mechanism experiments (``reports/mechanism_*.md``); their
+verdicts are the mechanism checks of ``reports/claims.md`` (:mod:`experiments.reports.mechanism_checks`)."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +12,27 @@ import pandas as pd
 from experiments.mechanisms import common
 from experiments.mechanisms.common import Results
 from experiments.mechanisms.settings import MechanismSettings, Variant, paper_quote
-from experiments.mechanisms.stats import difference_interval, mean_std, runs_frame, summarise, t_interval
+from experiments.mechanisms.stats import (
+    difference_interval,
+    mean_std,
+    range_text,
+    runs_frame,
+    spread_text,
+    summarise,
+    t_interval,
+)
+from experiments.reports.mechanism_checks import gamma_check, stacking_checks, video_check
+from experiments.reports.verdicts import EQUIVALENCE_MIOU
 
 
 def _table(summary: pd.DataFrame, paper: dict[str, str] | None = None) -> pd.DataFrame:
     data = {
         "Variant": [f"{r['label']} (`{r['variant']}`)" for _, r in summary.iterrows()],
         "seeds": list(summary["seeds"]),
-        "val mIoU (%) mean ± std": [f"{r['miou_mean']:.1f} ± {r['miou_std']:.1f}" for _, r in summary.iterrows()],
-        "95% t interval": [f"[{r['miou_ci95_low']:.1f}, {r['miou_ci95_high']:.1f}]" for _, r in summary.iterrows()],
+        "val mIoU (%) mean ± std": [spread_text(r["miou_mean"], r["miou_std"], int(r["seeds"])) for _, r in summary.iterrows()],
+        "95% t interval": [
+            range_text(r["miou_ci95_low"], r["miou_ci95_high"], int(r["seeds"])) for _, r in summary.iterrows()
+        ],
         "per seed": list(summary["miou_per_seed"]),
     }
     if "successes" in summary:
@@ -59,24 +73,16 @@ def write_stacking(study: common.Study, settings: MechanismSettings, results: Re
     diffs = {n: difference_interval(_miou(results, n), _miou(results, "r2")) for n in names if n != "r2"}
     diff_text = "; ".join(f"`{n}` minus `r2`: {d:+.1f} [{lo:+.1f}, {hi:+.1f}]" for n, (d, lo, hi) in diffs.items())
     paper_rows = {"r2": paper_quote("context", "+RCCA (R=2)", "mIoU")}
-    same = all(lo <= 0 <= hi for _, lo, hi in diffs.values())
-    better = all(lo > 0 for _, lo, hi in diffs.values())
-    worse = all(hi < 0 for _, lo, hi in diffs.values())
-    verdict_text = (
-        "criss-cross R=2 and row/column stacking reach the same accuracy here (every difference's interval holds 0)"
-        if same
-        else "row/column stacking beats criss-cross R=2 here"
-        if better
-        else "criss-cross R=2 beats row/column stacking here"
-        if worse
-        else "the variants differ in part (see the intervals)"
-    )
+    per_run = runs_frame(results, ["miou", "diverged", "gamma", "seconds"])
+    checks = stacking_checks(per_run)
+    verdict_text = "; ".join(f"`{c.check_id}`: **{c.verdict}**" for c in checks)
     summary_text = f"""
 **Paper**: the context table has +HV and +HV&VH rows beside +RCCA (R=2) ({paper_rows["r2"]}); their values are not in our
 sources, so the comparison here is with the mechanism: both reach every pixel in two steps.
 
 **Measured** ({len(settings.seeds)} seeds each; success: val mIoU >= {study.success_miou_pct:g}% and no NaN/inf loss):
-differences of mean val mIoU with 95% Welch intervals: {diff_text}. In words: {verdict_text}.
+differences of mean val mIoU with 95% Welch intervals (Welch-Satterthwaite df): {diff_text}. Mechanism checks
+("the same accuracy": the interval within ±{EQUIVALENCE_MIOU:g} mIoU points; the rules of `experiments/reports/verdicts.py`): {verdict_text}.
 """
     notes = [
         f"Task: `cca.data.long_range` ({settings.size}x{settings.size}; the cue shares no row or column with the blob). Model: {_setup(settings)}",
@@ -84,19 +90,10 @@ differences of mean val mIoU with 95% Welch intervals: {diff_text}. In words: {v
         "+HV&VH: the row-then-column and column-then-row paths with their own weights, outputs summed. R=2 shares one criss-cross block over its two loops.",
         "The `r2` runs are the same runs as the CCL study's `r2` (seeds 0-4, same settings: trained once).",
     ]
-    all_succeed = all(float(r["successes"]) == float(r["seeds"]) for _, r in summary.iterrows())
-    claims = [(
-        "context_hv_vs_rcca",
-        "row-then-column attention (+HV, +HV&VH) and criss-cross R=2 both give every pixel full-image context",
-        "values of the +HV rows not in our sources",
-        diff_text,
-        "holds" if all_succeed else "holds in part",
-    )]  # fmt: skip
     return study.publish(
         reports,
         summary,
-        runs_frame(results, ["miou", "diverged", "gamma", "seconds"]),
-        claims,
+        per_run,
         title="Row/column stacking (+HV, +HV&VH) vs criss-cross R=2 (mechanism test on CPU)",
         summary=summary_text,
         tables=[("val mIoU per variant", _table(summary, paper_rows))],
@@ -163,11 +160,11 @@ def _stalled_gamma_note(runs: list[dict[str, Any]]) -> str:
     stalled = [r for r in runs if r["iterations_to_learn"] is None and r["gamma_curve"]]
     if not stalled:
         return ""
-    first = sorted(abs(float(r["gamma_curve"][0][1])) for r in stalled)
-    last = sorted(abs(float(r["gamma_curve"][-1][1])) for r in stalled)
+    first = statistics.median(abs(float(r["gamma_curve"][0][1])) for r in stalled)
+    last = statistics.median(abs(float(r["gamma_curve"][-1][1])) for r in stalled)
     return (
-        f"In the {len(stalled)} gamma-0 run(s) that did not learn, |gamma| left 0 at once (median {first[len(first) // 2]:.2f} at the "
-        f"first evaluation, iteration {stalled[0]['gamma_curve'][0][0]}) and then stalled (median {last[len(last) // 2]:.2f} at the end): "
+        f"In the {len(stalled)} gamma-0 run(s) that did not learn, |gamma| left 0 at once (median {first:.2f} at the "
+        f"first evaluation, iteration {stalled[0]['gamma_curve'][0][0]}) and then stalled (median {last:.2f} at the end): "
         "the one-hop terms, first order in gamma, move it; the two-hop signal, of order gamma^2, stays small."
     )
 
@@ -199,7 +196,7 @@ def write_gamma(study: common.Study, settings: MechanismSettings, results: Resul
                     for r in part
                 ),
                 "final_miou_mean": mean_std(_miou(results, name))[0],
-                "final_gamma_mean": mean_std([r["gamma"][0] for r in part])[0],
+                "final_abs_gamma_mean": mean_std([abs(float(g)) for r in part for g in r["gamma"]])[0],
             }
         )
     summary = pd.DataFrame(rows)
@@ -207,28 +204,20 @@ def write_gamma(study: common.Study, settings: MechanismSettings, results: Resul
         {
             "Variant": [f"{r['label']} (`{r['variant']}`)" for r in rows],
             "learned (two evals >= threshold)": [f"{r['learned']}/{r['seeds']}" for r in rows],
-            "iterations to learn, mean ± std": [
-                f"{r['iters_to_learn_mean']:.0f} ± {r['iters_to_learn_std']:.0f}" if r["learned"] else "-" for r in rows
+            "iterations to learn, mean ± std (runs that learned)": [
+                spread_text(r["iters_to_learn_mean"], r["iters_to_learn_std"], r["learned"], 0) if r["learned"] else "-"
+                for r in rows
             ],
             "95% t interval": [
-                f"[{r['iters_ci95_low']:.0f}, {r['iters_ci95_high']:.0f}]" if r["learned"] else "-" for r in rows
+                range_text(r["iters_ci95_low"], r["iters_ci95_high"], r["learned"], 0) for r in rows
             ],
             "per seed": [r["iters_per_seed"] for r in rows],
             "final val mIoU (%)": [f"{r['final_miou_mean']:.1f}" for r in rows],
-            "final gamma": [f"{r['final_gamma_mean']:.3f}" for r in rows],
+            "final |gamma| (mean)": [f"{r['final_abs_gamma_mean']:.3f}" for r in rows],
         }
     )
-    by = {r["variant"]: r for r in rows}
-    g0, g1 = by["gamma0"], by["gamma1"]
-    if g0["learned"] == g0["seeds"] and g1["learned"]:
-        slow = f"with gamma = 0 every seed learns, after {g0['iters_to_learn_mean']:.0f} iterations on average (95% t interval {g0['iters_ci95_low']:.0f}-{g0['iters_ci95_high']:.0f}) vs {g1['iters_to_learn_mean']:.0f} with gamma = 1 ({g1['iters_ci95_low']:.0f}-{g1['iters_ci95_high']:.0f}): {g0['iters_to_learn_mean'] / g1['iters_to_learn_mean']:.1f}x slower"
-        verdict = "holds"
-    elif g0["learned"]:
-        slow = f"with gamma = 0 only {g0['learned']}/{g0['seeds']} seeds learn within {settings.iterations} iterations (those after {g0['iters_to_learn_mean']:.0f} on average) vs {g1['learned']}/{g1['seeds']} with gamma = 1 after {g1['iters_to_learn_mean']:.0f}: the paper's init slows the learning of two-hop context {g0['iters_to_learn_mean'] / g1['iters_to_learn_mean']:.1f}x in the seed(s) that learn and at least {settings.iterations / g1['iters_to_learn_mean']:.1f}x in the others (final gamma {g0['final_gamma_mean']:.3f} vs {g1['final_gamma_mean']:.3f})"
-        verdict = "holds in part"
-    else:
-        slow = f"with gamma = 0 no seed learns within {settings.iterations} iterations; with gamma = 1, {g1['learned']}/{g1['seeds']} learn after {g1['iters_to_learn_mean'] or float('nan'):.0f} on average: the paper's init slows it at least {settings.iterations / (g1['iters_to_learn_mean'] or float('nan')):.1f}x (final gamma {g0['final_gamma_mean']:.3f} vs {g1['final_gamma_mean']:.3f})"
-        verdict = "does not hold"
+    per_run = runs_frame(results, ["miou", "iterations_to_learn", "iterations_run", "gamma", "seconds"])
+    check = gamma_check(per_run)
     png = _curves_figure(settings, variants, results, reports / f"{study.name}.png", threshold)
     summary_text = f"""
 **Question**: the paper initialises RCCA's residual weight gamma to 0 (the block starts as the identity). On the long-range
@@ -236,7 +225,9 @@ task, whose labels need two hops (cue -> a pixel in the cue's column and the blo
 and how many iterations does it need? "Learned": val mIoU >= {threshold:g}% at two evaluations in a row
 (every {settings.eval_every} iterations, at most {settings.iterations}).
 
-**Measured** ({len(settings.seeds)} seeds each): {slow}.
+**Measured** ({len(settings.seeds)} seeds each): {check.ours}. Mechanism check "gamma = 0 slows the learning of
+two-hop context" (Fisher exact on the runs that learn within the budget, alpha 0.05; the rules of
+`experiments/reports/verdicts.py`): **{check.verdict}**.
 """
     notes = [
         f"Task: `cca.data.long_range` ({settings.size}x{settings.size}). Model: {_setup(settings)}",
@@ -245,18 +236,10 @@ and how many iterations does it need? "Learned": val mIoU >= {threshold:g}% at t
         "A run stops once learned, so the curves end at different iterations.",
         _stalled_gamma_note([r for r in results if r["name"] == "gamma0"]),
     ]
-    claims = [(
-        "rcca_gamma_zero_init_learns",
-        "RCCA R=2 with gamma initialised to 0 (the paper's init) learns full-image (two-hop) context",
-        "gamma = 0 at init (design; no accuracy figure)",
-        slow,
-        verdict,
-    )]  # fmt: skip
     return study.publish(
         reports,
         summary,
-        runs_frame(results, ["miou", "iterations_to_learn", "iterations_run", "gamma", "seconds"]),
-        claims,
+        per_run,
         title="The zero-initialised gamma: does R=2 learn two-hop context, and how fast? (mechanism test on CPU)",
         summary=summary_text,
         tables=[("Iterations to learn", table)],
@@ -274,15 +257,17 @@ def write_video(study: common.Study, settings: MechanismSettings, results: Resul
         "ccnet3d_t1": paper_quote("camvid", "CCNet3D (T=1)", "mIoU"),
         "ccnet3d_t5": paper_quote("camvid", "CCNet3D (T=5)", "mIoU"),
     }
-    d, lo, hi = difference_interval(_miou(results, "ccnet3d_t5"), _miou(results, "ccnet3d_t1"))
+    per_run = runs_frame(results, ["miou", "diverged", "seconds"])
+    check = video_check(per_run)
     d2, lo2, hi2 = difference_interval(_miou(results, "ccnet3d_t5"), _miou(results, "per_frame_2d"))
-    verdict = "holds" if lo > 0 else "does not hold"
     summary_text = f"""
-**Claim** (paper, CamVid test): CCNet3D with T=5 frames beats T=1: {paper["ccnet3d_t5"]} vs {paper["ccnet3d_t1"]} mIoU.
+**Paper** (CamVid test): CCNet3D with T=5 frames beats T=1: {paper["ccnet3d_t5"]} vs {paper["ccnet3d_t1"]} mIoU. This task
+cannot test that gain: its clips are built so that only T > 1 can solve them. It tests the mechanism: does the time
+axis of the 3D criss-cross attention carry information from the other frames?
 
 **Measured** ({len(settings.seeds)} seeds each, on clips whose centre-frame label needs the same pixel in another frame):
-T=5 minus T=1: {d:+.1f} mIoU, 95% Welch interval [{lo:+.1f}, {hi:+.1f}]; T=5 minus 2D per frame: {d2:+.1f} [{lo2:+.1f}, {hi2:+.1f}].
-The time axis of the 3D criss-cross attention carries the evidence: **{verdict}** (as a mechanism; the CamVid numbers need the dataset and a GPU).
+{check.ours}; T=5 minus 2D per frame: {d2:+.1f} [{lo2:+.1f}, {hi2:+.1f}] (95% Welch intervals, Welch-Satterthwaite df).
+Mechanism check (Welch's t-test, alpha 0.05; the rules of `experiments/reports/verdicts.py`): **{check.verdict}**.
 """
     notes = [
         f"Task: `cca.data.temporal_cue`: clips of {settings.frames} frames of {settings.size}x{settings.size}, one grey blob at the same place in every "
@@ -291,18 +276,10 @@ The time axis of the 3D criss-cross attention carries the evidence: **{verdict}*
         "the 2D variant applies `RCCA` to each frame alone; T=1 feeds the centre frame only. The loss and mIoU use the centre frame.",
         "This tiny segmenter stands for CCNet3D's head (3D RCCA R=2 on per-frame features); it is not the ResNet-101 network.",
     ]
-    claims = [(
-        "video_3d_context",
-        "3D criss-cross attention over T=5 frames beats T=1 (temporal context helps)",
-        f"{paper['ccnet3d_t5']} vs {paper['ccnet3d_t1']}",
-        f"T=5 minus T=1: {d:+.1f} mIoU [{lo:+.1f}, {hi:+.1f}]",
-        verdict,
-    )]  # fmt: skip
     return study.publish(
         reports,
         summary,
-        runs_frame(results, ["miou", "diverged", "seconds"]),
-        claims,
+        per_run,
         title="3D criss-cross context for video: T=1 vs T=5 (mechanism test on CPU)",
         summary=summary_text,
         tables=[("val mIoU (centre frame) per variant", _table(summary, paper))],

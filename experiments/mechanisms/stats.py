@@ -1,9 +1,11 @@
-"""Intervals over seeds, the per-variant summary table and the claims rows of the mechanism experiments.
+"""Intervals over seeds and the per-variant summary table of the mechanism experiments.
 
-* :func:`t_interval`: a 95% Student-t interval of a mean over seeds (two-sided quantiles below);
+* :func:`t_interval`: a 95% Student-t interval of a mean over seeds;
+* :func:`spread_text`, :func:`range_text`: "mean ± std" and "[low, high]" as a report prints them (one run: no spread);
 * :func:`wilson_interval`: a 95% Wilson score interval of a proportion (successes out of runs);
 * :func:`summarise`: one row per variant (seeds, mean ± std, interval, per-seed values, successes);
-* :func:`write_claims`: ``reports/claims/<name>.csv`` in the interface of ``reports/claims.md``.
+* :func:`difference_interval`: the Welch interval of a difference of means; the tests themselves live in
+  :mod:`experiments.reports.verdicts` (the declared decision rules).
 """
 
 from __future__ import annotations
@@ -15,41 +17,13 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.reports.claims import CLAIM_COLUMNS, VERDICTS
+from experiments.reports.verdicts import ALPHA, fisher_exact_p, t_quantile, welch
 
-# Two-sided 95% quantiles t_{0.975, df} of Student's t distribution, df = 1..30 (standard table values).
-T_975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
+__all__ = [
+    "difference_interval", "fisher_exact_p", "interval_text", "mean_std", "publish", "range_text", "runs_frame",
+    "spread_text", "succeeded", "summarise", "t_interval", "wilson_interval",
+]  # fmt: skip
+
 Z_975 = 1.959964  # the normal quantile of the Wilson interval
 
 
@@ -68,8 +42,7 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
     n = len(values)
     if n < 2:
         return mean, mean
-    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
-    half = t * std / math.sqrt(n)
+    half = t_quantile(1 - ALPHA / 2, n - 1) * std / math.sqrt(n)
     return mean - half, mean + half
 
 
@@ -85,7 +58,19 @@ def wilson_interval(successes: int, runs: int) -> tuple[float, float]:
 
 def interval_text(values: Sequence[float], digits: int = 1) -> str:
     lo, hi = t_interval(values)
-    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+    return range_text(lo, hi, len(values), digits)
+
+
+def spread_text(mean: float, std: float, n: int, digits: int = 1) -> str:
+    """``"550 ± 71"``; one run has no spread: ``"550 (one run)"``; none: ``"-"``."""
+    if n < 1 or math.isnan(mean):
+        return "-"
+    return f"{mean:.{digits}f} (one run)" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def range_text(low: float, high: float, n: int, digits: int = 1) -> str:
+    """``"[480, 620]"``; fewer than two runs give no interval: ``"-"``."""
+    return f"[{low:.{digits}f}, {high:.{digits}f}]" if n >= 2 else "-"
 
 
 def succeeded(result: dict[str, Any], threshold_pct: float) -> bool:
@@ -129,61 +114,17 @@ def runs_frame(results: list[dict[str, Any]], keys: Sequence[str]) -> pd.DataFra
     return pd.DataFrame([{"variant": r["name"], "seed": r["seed"], **{k: r.get(k) for k in keys}} for r in results])
 
 
-def write_claims(path: str | Path, rows: list[dict[str, str]]) -> Path:
-    """``reports/claims/<name>.csv``: one row per claim (columns :data:`CLAIM_COLUMNS`, verdict in :data:`VERDICTS`)."""
-    from cca._io import atomic_write_text
-
-    for row in rows:
-        if set(row) != set(CLAIM_COLUMNS):
-            raise ValueError(f"a claims row needs exactly the columns {CLAIM_COLUMNS}, got {sorted(row)}")
-        if row["verdict"] not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got verdict={row['verdict']!r}")
-    frame = pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
-    return atomic_write_text(path, frame.to_csv(index=False))
-
-
-
-def claim(
-    claim_id: str, text: str, paper: str, ours: str, name: str, prov: dict[str, Any], verdict: str, command: str
-) -> dict[str, str]:
-    """One claims row of the mechanism report ``reports/<name>.md`` (its path relative to ``reports/``)."""
-    row = (claim_id, text, paper, ours, f"{name}.md", "cpu-mechanism", prov["hardware"], verdict, command)
-    return dict(zip(CLAIM_COLUMNS, row, strict=True))
-
-
-def publish(
-    report: Any, reports: Path, name: str, summary: pd.DataFrame, per_run: pd.DataFrame, claims: list[dict[str, str]]
-) -> Path:
-    """``reports/<name>.md`` with ``<name>.csv`` (per variant) and ``<name>_runs.csv`` (per run), then
-    ``reports/claims/<name>.csv``; returns the Markdown path."""
+def publish(report: Any, reports: Path, name: str, summary: pd.DataFrame, per_run: pd.DataFrame) -> Path:
+    """``reports/<name>.md`` with ``<name>.csv`` (per variant) and ``<name>_runs.csv`` (per run, the input of
+    the mechanism checks on ``reports/claims.md``); returns the Markdown path."""
     from cca.reports.render import write_report
 
     files = {reports / f"{name}.csv": summary, reports / f"{name}_runs.csv": per_run}
-    path = write_report(report, reports / f"{name}.md", files)
-    write_claims(reports / "claims" / f"{name}.csv", claims)
-    return path
+    return write_report(report, reports / f"{name}.md", files)
+
 
 def difference_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
-    """``mean(a) - mean(b)`` and a 95% Welch interval (conservative df = min(n_a, n_b) - 1)."""
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    diff = ma - mb
-    n = min(len(a), len(b))
-    if n < 2:
-        return diff, diff, diff
-    se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
-    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
-    return diff, diff - t * se, diff + t * se
-
-
-def fisher_exact_p(a_wins: int, a_runs: int, b_wins: int, b_runs: int) -> float:
-    """Two-sided Fisher exact test p-value of two success counts (sum of tables no likelier than the observed)."""
-    wins, total = a_wins + b_wins, a_runs + b_runs
-    if a_runs == 0 or b_runs == 0:
-        return 1.0
-
-    def prob(k: int) -> float:
-        return math.comb(a_runs, k) * math.comb(b_runs, wins - k) / math.comb(total, wins)
-
-    observed = prob(a_wins)
-    ks = range(max(0, wins - b_runs), min(a_runs, wins) + 1)
-    return min(1.0, sum(p for p in (prob(k) for k in ks) if p <= observed * (1 + 1e-9)))
+    """``mean(a) - mean(b)`` and its 95% Welch interval (Welch-Satterthwaite df; see
+    :func:`experiments.reports.verdicts.welch`)."""
+    test = welch(a, b)
+    return test.diff, test.low, test.high

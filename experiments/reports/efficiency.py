@@ -13,6 +13,7 @@ Writes, under ``--out`` (default ``reports/``):
     python -m experiments.reports.efficiency                    # full run (a few minutes on a 2-core CPU)
     python -m experiments.reports.efficiency --repeats 0        # no latency
     python -m experiments.reports.efficiency --sides 32,64,128  # fewer scaling points
+    python -m experiments.reports.efficiency --from-data        # re-render from data/efficiency.json, no measuring
 
 Measurements: :mod:`cca.profiling.efficiency`.
 """
@@ -20,6 +21,7 @@ Measurements: :mod:`cca.profiling.efficiency`.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -295,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sides", default=",".join(map(str, SCALING_SIDES)), help="scaling sides, comma-separated; '' skips"
     )
     parser.add_argument("--no-live-check", action="store_true", help="skip the real-tensor memory cross-check")
+    parser.add_argument(
+        "--from-data",
+        action="store_true",
+        help="measure nothing: render efficiency.md from the results saved in <out>/data/efficiency.json and "
+        "scaling.json (the plots are kept)",
+    )
     return parser
 
 
@@ -320,10 +328,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     prov = provenance(argv)
 
-    results = efficiency_rows(PAPER_INPUT, warmup=args.warmup, repeats=args.repeats, live_check=not args.no_live_check)
+    measured = None
+    if args.from_data:
+        saved = json.loads((out / "data" / "efficiency.json").read_text())
+        results, measured = saved["results"], saved["provenance"]
+        prov = {**measured, **{k: prov[k] for k in ("command", "time_utc", "commit", "dirty")}}
+        sides = []
+    else:
+        results = efficiency_rows(PAPER_INPUT, warmup=args.warmup, repeats=args.repeats, live_check=not args.no_live_check)
     table = efficiency_table(results, paper)
-    lines = statements(results, table, claims)
+    from experiments.reports.claims_efficiency import memory_error
+
+    error, _ = memory_error(out)
+    lines = statements(results, table, claims, error)
     fits: dict = {}
+    if measured is not None and (out / "data" / "scaling.json").is_file():
+        fits = json.loads((out / "data" / "scaling.json").read_text()).get("fits", {})
     csvs = {out / "efficiency.csv": table}
     if sides:
         frame = scaling(sides)
@@ -332,15 +352,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_write_json(
             out / "data" / "scaling.json", {"provenance": prov, "points": frame.to_dict("records"), "fits": fits}
         )
-    atomic_write_json(
-        out / "data" / "efficiency.json",
-        {"provenance": prov, "claims": claims, "results": results, "statements": lines},
-    )
+    if measured is None:
+        atomic_write_json(
+            out / "data" / "efficiency.json",
+            {"provenance": prov, "claims": claims, "results": results, "statements": lines},
+        )
     network = []
     if (out / "table5.csv").is_file() and (args.paper_dir / "table05_efficiency.csv").is_file():
         table5 = pd.read_csv(out / "table5.csv", dtype=str, keep_default_na=False)
-        network = network_findings(table5, pd.read_csv(args.paper_dir / "table05_efficiency.csv", dtype=str))
-    write_report(build_report(prov, table, results, lines, fits, network), out / "efficiency.md", csvs)
+        network = network_findings(
+            table5, pd.read_csv(args.paper_dir / "table05_efficiency.csv", dtype=str), memory_error_pct=error
+        )
+    report = build_report(prov, table, results, lines, fits, network)
+    if measured is not None:
+        report.summary += (
+            f"\n\nMeasured by `{measured.get('command', '?')}` at {measured.get('time_utc', '?')}, commit "
+            f"`{measured.get('commit') or 'unknown'}`{' (with uncommitted changes)' if measured.get('dirty') else ''}; "
+            "rendered again from `data/efficiency.json` without measuring."
+        )
+    write_report(report, out / "efficiency.md", csvs)
     print(f"wrote {out / 'efficiency.md'}, {out / 'efficiency.csv'}" + (", scaling plots" if sides else ""))
     for line in lines:
         print("-", line)

@@ -4,19 +4,30 @@ from the numbers of :func:`cca.profiling.efficiency.efficiency_rows` and the com
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
-__all__ = ["MATCH_TOLERANCE", "statements", "verdict"]
+from experiments.reports.verdicts import TOLERANCE_PCT, band, efficiency_verdict, error_text, ratio_band
 
-MATCH_TOLERANCE = 0.10  # |ours / paper - 1| within which a GFLOPs or memory value "matches"
+__all__ = ["statements", "verdict"]
+
 MiB = 2**20
+MB = 10**6
 SOFTMAX_FLOPS_PER_ELEMENT = 5  # max, subtract, exp, sum, divide: for the size of what softmax would add
 
 
-def verdict(ours: float, paper: float, tolerance: float = MATCH_TOLERANCE) -> str:
-    rel = ours / paper - 1
-    word = "matches" if abs(rel) <= tolerance else "does not match"
-    return f"{word} (ours/paper = {ours / paper:.3f}, {rel:+.1%}; tolerance ±{tolerance:.0%})"
+def _known(value) -> bool:
+    """A paper value that was found (not None, not NaN)."""
+    return value is not None and not math.isnan(float(value))
+
+
+def verdict(ours: float, paper: float, error_pct: float = 0.0) -> str:
+    """The efficiency rule of :mod:`experiments.reports.verdicts` (ours ± ``error_pct`` % against paper ± 10%),
+    with the ratio; ``ours`` and ``paper`` in the same unit."""
+    word = efficiency_verdict(*band(ours, error_pct), paper)
+    error = "exact" if error_pct == 0 else error_text(error_pct)
+    return f"{word} (ours/paper = {ours / paper:.3f}, {ours / paper - 1:+.1%}; ours {error}, paper ±{TOLERANCE_PCT:g}%)"
 
 
 def _memory_reason(nl: dict, r2: dict, paper_nl: float | None, paper_r2: float | None) -> str:
@@ -30,13 +41,13 @@ def _memory_reason(nl: dict, r2: dict, paper_nl: float | None, paper_r2: float |
         f"N(HW)^2 float32 maps of {map_bytes / MiB:.0f} MiB each: our training peak holds the equivalent of "
         f"{nl['peak_memory_mib_cuda_equivalent'] * MiB / map_bytes:.2f} of them"
     )
-    if paper_nl is not None and paper_nl == paper_nl:
+    if _known(paper_nl):
         text += (
             f", the paper's {paper_nl:g} MB equals {paper_nl * 1e6 / map_bytes:.2f} (MB = 10^6 B; "
             f"{paper_nl * MiB / map_bytes:.2f} if MiB)"
         )
     text += "."
-    if paper_r2 is not None and paper_r2 == paper_r2:
+    if _known(paper_r2):
         inference, training = (
             r2["peak_memory_mib_inference"] * MiB / 1e6,
             r2["peak_memory_mib_cuda_equivalent"] * MiB / 1e6,
@@ -50,8 +61,9 @@ def _memory_reason(nl: dict, r2: dict, paper_nl: float | None, paper_r2: float |
     return text
 
 
-def statements(results: list[dict], table: pd.DataFrame, claims: dict) -> list[str]:
-    """What matched and what did not, generated from the numbers."""
+def statements(results: list[dict], table: pd.DataFrame, claims: dict, memory_error_pct: float = math.inf) -> list[str]:
+    """What matched and what did not, generated from the numbers, by the declared efficiency rule
+    (``memory_error_pct``: the memory model's error band, infinite when not measured)."""
     out = []
     by = {(r["block"], r["recurrence"]): r for r in results}
     nl, r2 = by[("nonlocal", None)], by[("rcca", 2)]
@@ -62,7 +74,7 @@ def statements(results: list[dict], table: pd.DataFrame, claims: dict) -> list[s
     t_nl, t_r2 = row[("nonlocal", None)], row[("rcca", 2)]
 
     for label, res, rec in (("Non-local", nl, t_nl), ("RCCA (R=2)", r2, t_r2)):
-        if rec["paper_gflops"] is not None and rec["paper_gflops"] == rec["paper_gflops"]:
+        if _known(rec["paper_gflops"]):
             out.append(
                 f"**GFLOPs, {label}**: ours {res['gflops']:.2f} vs paper {rec['paper_gflops']:g} "
                 f"({rec['paper_gflops_confidence']}): {verdict(res['gflops'], rec['paper_gflops'])}."
@@ -71,7 +83,7 @@ def statements(results: list[dict], table: pd.DataFrame, claims: dict) -> list[s
     conv_nl = 2 * ops_nl.get("conv", 0) / 1e9
     products_nl = nl["gflops"] - conv_nl
     p_nl = t_nl["paper_gflops"]
-    if p_nl == p_nl and p_nl is not None and abs(nl["gflops"] / p_nl - 1) > 0.02:
+    if _known(p_nl) and abs(nl["gflops"] / p_nl - 1) > 0.02:
         n, _, h, w = nl["input"]
         softmax = SOFTMAX_FLOPS_PER_ELEMENT * n * (h * w) ** 2 / 1e9
         out.append(
@@ -94,14 +106,13 @@ def statements(results: list[dict], table: pd.DataFrame, claims: dict) -> list[s
     ratio_flops = nl["gflops"] / r2["gflops"]
     claim = claims.get("rcca_vs_nonlocal_flops_reduction")
     if claim:
-        low, high = claim["value"] - 2.5, claim["value"] + 2.5
-        word = "matches" if low <= reduction < high else "does not match"
+        word = efficiency_verdict(*band(reduction, 0.0), claim["value"])
         out.append(
             f"**FLOPs reduction, RCCA (R=2) vs non-local**: ours {reduction:.1f}% (non-local/RCCA = {ratio_flops:.2f}x) "
-            f"vs the abstract's 'about {claim['value']:g}%' ({claim['confidence']}): {word} (criterion: rounds to "
-            f"{claim['value']:g}% at 5-point granularity, i.e. [{low:g}, {high:g}))."
+            f"vs the abstract's 'about {claim['value']:g}%' ({claim['confidence']}): {word} (the declared "
+            f"efficiency rule: FLOPs exact, the paper's figure ±{TOLERANCE_PCT:g}%)."
         )
-        if word != "matches" and p_nl == p_nl and p_nl is not None:
+        if word != "holds" and _known(p_nl):
             paper_reduction = 100 * (1 - t_r2["paper_gflops"] / p_nl)
             out.append(
                 f"With the paper's own GFLOPs ({p_nl:g} vs {t_r2['paper_gflops']:g}) the reduction is "
@@ -110,36 +121,39 @@ def statements(results: list[dict], table: pd.DataFrame, claims: dict) -> list[s
 
     mem_nl, mem_r2 = nl["peak_memory_mib_cuda_equivalent"], r2["peak_memory_mib_cuda_equivalent"]
     ratio_memory = mem_nl / mem_r2
-    for label, ours, rec in (("Non-local", mem_nl, t_nl), ("RCCA (R=2)", mem_r2, t_r2)):
+    for label, ours_mib, rec in (("Non-local", mem_nl, t_nl), ("RCCA (R=2)", mem_r2, t_r2)):
         paper = rec["paper_memory_mb"]
-        if paper is not None and paper == paper:
+        if _known(paper):
+            ours_mb = ours_mib * MiB / MB  # the paper prints MB (10^6 B): compare in MB
             out.append(
-                f"**Memory, {label}**: ours {ours:.0f} MiB (fake_tensor_tracker(cuda-equivalent), training step of the "
-                f"block alone) vs paper {paper:g} MB ({rec['paper_memory_confidence']}; the paper's figure is the increment of the "
-                f"whole network, compared like for like in table5.md): {verdict(ours, paper)}."
+                f"**Memory, {label}**: ours {ours_mb:.0f} MB ({ours_mib:.0f} MiB; fake_tensor_tracker(cuda-equivalent), "
+                f"training step of the block alone) vs paper {paper:g} MB ({rec['paper_memory_confidence']}; the paper's "
+                f"figure is the increment of the whole network, compared like for like in table5.md): "
+                f"{verdict(ours_mb, paper, memory_error_pct)}."
             )
     claim = claims.get("rcca_vs_nonlocal_memory_ratio")
     if claim:
-        word = "matches" if abs(ratio_memory / claim["value"] - 1) <= MATCH_TOLERANCE else "does not match"
+        word = efficiency_verdict(*ratio_band(mem_nl, mem_r2, memory_error_pct), claim["value"])
         out.append(
             f"**Memory ratio, non-local / RCCA (R=2)**: ours {ratio_memory:.1f}x vs the abstract's {claim['value']:g}x "
-            f"({claim['confidence']}): {word} (tolerance ±{MATCH_TOLERANCE:.0%})."
+            f"({claim['confidence']}): {word} (each memory figure {error_text(memory_error_pct)}, the paper's ratio "
+            f"±{TOLERANCE_PCT:g}%)."
         )
         inf_nl, inf_r2 = nl["peak_memory_mib_inference"], r2["peak_memory_mib_inference"]
         ratio_inference = inf_nl / inf_r2
-        inference_word = "matches" if abs(ratio_inference / claim["value"] - 1) <= MATCH_TOLERANCE else "does not match"
+        inference_word = efficiency_verdict(*ratio_band(inf_nl, inf_r2, memory_error_pct), claim["value"])
         out.append(
             f"Forward pass alone (inference, no_grad, CUDA-equivalent): non-local {inf_nl:.0f} MiB, RCCA (R=2) "
-            f"{inf_r2:.0f} MiB, ratio {ratio_inference:.1f}x: {inference_word} the abstract's {claim['value']:g}x."
+            f"{inf_r2:.0f} MiB, ratio {ratio_inference:.1f}x against the abstract's {claim['value']:g}x: {inference_word}."
         )
-        if word != "matches" and inference_word == "matches":
+        if word == "does not hold" and inference_word == "holds":
             out.append(
                 "Most likely reason: the paper's memory figures behave like forward-pass (inference) memory; our "
                 "headline figure is a training step (forward + backward), where RCCA keeps each loop's value, "
                 "output and attention maps for backward while the non-local block's cost stays dominated by its "
                 "(HW)^2 maps."
             )
-        elif word != "matches":
+        elif word != "holds":
             out.append(_memory_reason(nl, r2, t_nl["paper_memory_mb"], t_r2["paper_memory_mb"]))
     backend_r2 = r2["peak_memory_mib_backend"]
     if r2["cca_backend"] == "reference" and abs(backend_r2 - r2["peak_memory_mib"]) > 1e-9:
@@ -173,10 +187,13 @@ NETWORK_PAIRS = (  # (non-local rows, RCCA row, what the rows assume)
 )
 
 
-def network_findings(table5: pd.DataFrame, paper: pd.DataFrame, side: int = 97) -> list[str]:
+def network_findings(
+    table5: pd.DataFrame, paper: pd.DataFrame, side: int = 97, memory_error_pct: float = math.inf
+) -> list[str]:
     """Statements from ``reports/table5.csv`` (ours) and ``experiments/paper/table05_efficiency.csv`` (the
     paper's increments): the memory of each assumption in units of the non-local block's ``(HW)^2``
-    float32 map, and which assumption, if any, reproduces the paper's figures."""
+    float32 map, and which assumption, if any, reproduces the paper's figures (verdicts by the declared
+    efficiency rule with the memory model's error ``memory_error_pct``)."""
     ours = {(r.ours_row, r.metric): float(r.ours) for r in table5.itertuples() if str(r.ours) not in ("", "nan")}
     scale = {r.ours_row: r.scale for r in table5.itertuples()}
     rows = paper.set_index("row")
@@ -210,9 +227,9 @@ def network_findings(table5: pd.DataFrame, paper: pd.DataFrame, side: int = 97) 
         text += f", +RCCA (R=2) {rcca:.1f} MB; NL / RCCA = {nl / rcca:.1f}x"
         if p_nl and p_rcca:
             text += (
-                f"; against the paper: NL {verdict(nl, p_nl)}"
-                + (f", NL x2 {verdict(x2, p_x2)}" if x2 is not None and p_x2 else "")
-                + f", RCCA {verdict(rcca, p_rcca)}"
+                f"; against the paper: NL {verdict(nl, p_nl, memory_error_pct)}"
+                + (f", NL x2 {verdict(x2, p_x2, memory_error_pct)}" if x2 is not None and p_x2 else "")
+                + f", RCCA {verdict(rcca, p_rcca, memory_error_pct)}"
             )
         out.append(text + ".")
     variants = [
@@ -230,10 +247,10 @@ def network_findings(table5: pd.DataFrame, paper: pd.DataFrame, side: int = 97) 
     matches = []
     for key in ("nonlocal", "nonlocal_batch2", "nonlocal_inference", *(k for k, _ in variants)):
         value = ours.get((key, "memory_increment_mb"))
-        if value is not None and p_nl and abs(value / p_nl - 1) <= MATCH_TOLERANCE:
+        if value is not None and p_nl and efficiency_verdict(value, value, p_nl) == "holds":
             matches.append(key)
     out.append(
-        "Which assumption reproduces the paper's +NL memory within ±10%: "
+        f"Which assumption reproduces the paper's +NL memory within ±{TOLERANCE_PCT:g}% (point values): "
         + (", ".join(matches) if matches else "none of those measured")
         + ". In every training variant ours keeps one (HW)^2 map per block and crop between forward and backward (the "
         "softmax output) plus transient maps during the block's backward; the paper's doubling with the second block "

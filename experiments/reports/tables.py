@@ -247,8 +247,10 @@ def write_report(
     summary: str,
     notes: Iterable[str] = (),
     sections: Iterable[tuple[str, str]] = (),
+    displayed: Sequence[tuple[str, pd.DataFrame]] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``frame`` (from :func:`compare`) to ``md_path`` (with header, summary, notes) and ``csv_path``."""
+    """Write ``frame`` (from :func:`compare`) to ``md_path`` (with header, summary, notes) and ``csv_path``;
+    ``displayed``: the tables the Markdown shows instead of the long comparison (the CSV is the same)."""
     out = frame.drop(columns=["paper_text"]).copy()
     out["paper"] = [t if t else "" for t in frame["paper_text"]]
     out.loc[out["scale"] == "smoke", "diff"] = None  # as the Markdown's "n/a (smoke)": not compared
@@ -258,7 +260,7 @@ def write_report(
         provenance=provenance,
         regenerate=regenerate,
         summary=summary,
-        tables=[("", display_frame(frame))],
+        tables=list(displayed) if displayed is not None else [("", display_frame(frame))],
         notes=list(notes),
         sections=list(sections),
     )
