@@ -80,7 +80,7 @@ def provenance(device: str | torch.device = "cpu", command: str | None = None) -
         "hardware": hardware(device),
         "commit": git_commit(),
         "dirty": git_dirty(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass that torch.load(weights_only=True) refuses
         "python": platform.python_version(),
     }
 
