@@ -8,7 +8,8 @@ paper's table that our code produces (each a few settings changed from the base)
 * settings of a row: :mod:`experiments.settings`; running a row (resumable, locked, skipped when its
   result exists for the same settings and commit): :mod:`experiments.rows`;
 * the report of the scale that ran, from every result on disk for that scale (rows not re-run keep
-  their results, a failed row keeps its earlier one and is listed as failed on the console):
+  their results, a failed row keeps its earlier one and is listed as failed on the console; a row whose
+  run directory is not on this machine keeps the values of the report on disk, read back from its CSV):
   :mod:`experiments.report`. A run that produced no result at its scale leaves the report alone.
 """
 
@@ -18,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from experiments.report import write_table_report
+from experiments.report import committed_results, write_table_report
 from experiments.rows import ENGINE_METRICS, as_percent, read_result, run_row, train_runner
 from experiments.settings import (
     apply_changes,
@@ -177,5 +178,6 @@ def run_table(table: Table, options: Options) -> dict[str, Any]:
         print(f"[table {table.number}] no result at {options.scale} scale: "
               f"{Path(options.reports_dir) / f'table{table.number}.md'} left as it is")
         return {"report": None, "failed": failed, "ran": ran}
+    results.update(committed_results(table, options, have=list(results)))  # rows whose runs/ are not here
     report = write_table_report(table, results, options, ran=ran, failed=failed)
     return {"report": report, "failed": failed, "ran": ran}
