@@ -65,8 +65,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (*USER_ERRORS, RunLockedError)
 
 
-def dataset_sizes(cfg: Any) -> str:
-    """What data the settings find: split sizes, or what is missing / will be written."""
+def dataset_sizes(cfg: Any, root_given: bool = False) -> str:
+    """What data the settings find: split sizes, or what is missing / will be written.
+
+    ``root_given``: the root came from ``--data-root`` (so a missing one is named, not asked for)."""
     dataset = getattr(cfg, "dataset", None)
     if dataset is None:
         return "no data needed"
@@ -77,7 +79,7 @@ def dataset_sizes(cfg: Any) -> str:
                 f"{root} missing: synthetic {dataset}-format data will be written "
                 f"({cfg.synthetic_num_train} train / {cfg.synthetic_num_val} val, {cfg.synthetic_size[0]}x{cfg.synthetic_size[1]})"
             )
-        return f"{root} NOT FOUND: pass --data-root PATH"
+        return f"{root} NOT FOUND (the --data-root given)" if root_given else f"{root} NOT FOUND: pass --data-root PATH"
     sizes = []
     try:
         from cca.data import build_dataset
@@ -101,7 +103,7 @@ def describe(table: Table, options: Options) -> str:
         changed = {k: v for k, v in settings_dict(settings).items() if settings_dict(base).get(k) != v}
         lines.append(f"  row {row.key} ({row_label(row, settings)}):")
         lines.append(f"    changes: {changed or '{}'}")
-        lines.append(f"    data: {dataset_sizes(settings)}")
+        lines.append(f"    data: {dataset_sizes(settings, root_given=options.data_root is not None)}")
         iterations = settings_dict(settings).get("iterations")  # a profiling row trains nothing
         if iterations is not None:
             total += int(iterations)
@@ -110,6 +112,15 @@ def describe(table: Table, options: Options) -> str:
     if total:
         lines.append(f"  planned iterations over all rows: {total}")
     return "\n".join(lines)
+
+
+def _reads_data(table: Table, options: Options) -> bool:
+    """Whether a selected row of the table reads a real dataset (not synthetic data, not a profile)."""
+    for row in selected_rows(table, options):
+        settings = row_settings(table, row, options)
+        if getattr(settings, "dataset", None) is not None and not getattr(settings, "synthetic", False):
+            return True
+    return False
 
 
 def check_data(table: Table, options: Options) -> None:
@@ -153,6 +164,9 @@ def run_table(table: Table, options: Options) -> dict[str, Any]:
     """
     if options.dry_run:
         print(describe(table, options))
+        if options.data_root is not None and not Path(options.data_root).is_dir() and _reads_data(table, options):
+            raise FileNotFoundError(f"--data-root {options.data_root}: not found (table {table.number} reads its dataset "
+                                    "there; nothing is ever downloaded)")
         return {"report": None, "failed": [], "ran": []}
     check_data(table, options)
     ran: list[str] = []

@@ -265,7 +265,7 @@ def test_dry_run_prints_settings_and_plan(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "row r3 (RCCA R=3)" in out and "'recurrence': 3" in out and "planned iterations: 300" in out
     assert "synthetic cityscapes-format data will be written" in out
-    assert run.main(["1", "--dry-run", "--scale", "full", "--data-root", str(tmp_path / "none")]) == 0
+    assert run.main(["1", "--dry-run", "--scale", "full", "--data-root", str(tmp_path / "none")]) == 2  # named, one line
     out = capsys.readouterr().out
     assert "backbone = 'resnet101'" in out and "NOT FOUND" in out and "planned iterations: 60000" in out
 
