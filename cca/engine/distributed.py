@@ -14,7 +14,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-
 NO_GPU_HINT = "no CUDA GPU is visible (torch.cuda.is_available() is False)"
 
 
