@@ -111,6 +111,10 @@ def describe(table: Table, options: Options) -> str:
         lines.append(f"    results: {run_dir(table, row, options) / 'result.json'}")
     if total:
         lines.append(f"  planned iterations over all rows: {total}")
+    if options.scale == "full":
+        from experiments.full_scale_plan import plan_lines
+
+        lines += plan_lines(table, options, row_settings(table, selected_rows(table, options)[0], options))
     return "\n".join(lines)
 
 
@@ -121,6 +125,22 @@ def _reads_data(table: Table, options: Options) -> bool:
         if getattr(settings, "dataset", None) is not None and not getattr(settings, "synthetic", False):
             return True
     return False
+
+
+def refuse_full_scale_on_cpu(table: Table, options: Options) -> None:
+    """A full-scale training run on the CPU only when asked for explicitly (``--device cpu``)."""
+    if options.scale != "full" or table.kind == "profile" or options.device == "cpu":
+        return
+    from experiments.rows import device_of
+
+    for row in selected_rows(table, options):
+        settings = row_settings(table, row, options)
+        if device_of(settings) == "cpu" and "device=cpu" not in options.overrides:
+            raise ValueError(
+                f"table {table.number} row {row.key} at full scale would train {settings_dict(settings).get('iterations')} "
+                "iterations on the CPU (no CUDA GPU visible): weeks of CPU time; run it on GPUs (--device cuda --nproc N), "
+                "or pass --device cpu to run it on the CPU anyway (--dry-run prints the plan)"
+            )
 
 
 def check_data(table: Table, options: Options) -> None:
@@ -169,6 +189,7 @@ def run_table(table: Table, options: Options) -> dict[str, Any]:
                                     "there; nothing is ever downloaded)")
         return {"report": None, "failed": [], "ran": []}
     check_data(table, options)
+    refuse_full_scale_on_cpu(table, options)
     ran: list[str] = []
     failed: list[str] = []
     for row in selected_rows(table, options):
