@@ -42,3 +42,29 @@ def test_rows_from_a_report_of_another_scale_are_not_carried(env):  # noqa: F811
     common.run_table(table, full)
     after = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
     assert _ours(after, "a") == [""] and set(after[after["ours_row"] == "b"]["scale"]) == {"full"}
+
+
+def test_a_resumed_row_says_from_which_iteration(env, capsys):  # noqa: F811
+    import torch
+
+    from cca.engine import checkpoint
+
+    attempts = []
+
+    def runner(table, row, settings, options, directory):
+        attempts.append(row.key)
+        if len(attempts) == 1:  # killed after its checkpoint at iteration 7
+            checkpoint.save({"iteration": 7, "model": {"w": torch.zeros(2)}}, directory / "last.pt")
+            raise KeyboardInterrupt
+        return {"miou": 1.0}
+
+    table = common.Table(**{**fake_table().__dict__, "runner": runner,
+                            "rows": (common.Row("a", "Row A", {"iterations": 10}),)})
+    try:
+        common.run_table(table, env)
+    except KeyboardInterrupt:
+        pass
+    capsys.readouterr()
+    common.run_table(table, env)
+    out = capsys.readouterr().out
+    assert "resuming from iteration 7 of 10" in out, out
