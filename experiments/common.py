@@ -128,14 +128,15 @@ def _reads_data(table: Table, options: Options) -> bool:
 
 
 def refuse_full_scale_on_cpu(table: Table, options: Options) -> None:
-    """A full-scale training run on the CPU only when asked for explicitly (``--device cpu``)."""
-    if options.scale != "full" or table.kind == "profile" or options.device == "cpu":
+    """A full-scale training run on the CPU only when asked for explicitly (``--device cpu``, or ``device='cpu'``
+    in the settings); ``device='auto'`` without a GPU is refused before anything runs."""
+    if options.scale != "full" or table.kind == "profile":
         return
     from experiments.rows import device_of
 
     for row in selected_rows(table, options):
         settings = row_settings(table, row, options)
-        if device_of(settings) == "cpu" and "device=cpu" not in options.overrides:
+        if getattr(settings, "device", "auto") == "auto" and device_of(settings) == "cpu":
             raise ValueError(
                 f"table {table.number} row {row.key} at full scale would train {settings_dict(settings).get('iterations')} "
                 "iterations on the CPU (no CUDA GPU visible): weeks of CPU time; run it on GPUs (--device cuda --nproc N), "
