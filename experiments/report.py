@@ -34,6 +34,16 @@ def _ours(results: Mapping[str, Mapping[str, Any]]):
     return ours
 
 
+def label_metric_scales(frame, table: Table):
+    """The comparison with each metric of ``table.metric_scales`` labelled with the setting it was measured at
+    (in the Scale column) instead of the row's scale."""
+    frame = frame.copy()
+    for metric, setting in table.metric_scales.items():
+        measured = (frame["metric"] == metric) & frame["ours"].notna()
+        frame.loc[measured, "scale"] = setting
+    return frame
+
+
 def committed_results(table: Table, options: Options, have: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Results of ``options.scale`` that the report on disk holds for rows without a result in ``runs/``
     (a fresh clone: ``runs/`` is not in git, the reports are): row key -> a result record read back from
@@ -48,16 +58,18 @@ def committed_results(table: Table, options: Options, have: Sequence[str]) -> di
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
         if not {"ours_row", "metric", "ours", "scale"} <= set(frame.columns):
             continue
-        frame = frame[(frame["scale"] == options.scale) & (frame["ours"] != "")]
+        frame = frame[frame["ours"] != ""]
         for row in table.rows:
-            mine = frame[frame["ours_row"] == row.key]
-            if row.key in have or row.key in carried or mine.empty:
+            mine = frame[frame["ours_row"] == row.key].drop_duplicates("metric")
+            # a row of this scale (metrics of table.metric_scales carry their own setting in the scale column)
+            if row.key in have or row.key in carried or not (mine["scale"] == options.scale).any():
                 continue
             first = mine.iloc[0]
             carried[row.key] = {
                 "metrics": {metric: float(value) for metric, value in zip(mine["metric"], mine["ours"], strict=True)},
                 "label": row.label,
-                **{k: str(first.get(k, "")) for k in ("scale", "dataset", "hardware", "commit", "command")},
+                **{k: str(first.get(k, "")) for k in ("dataset", "hardware", "commit", "command")},
+                "scale": options.scale,
                 "from_report": str(csv_path),
             }
     return carried
@@ -110,7 +122,7 @@ def write_table_report(
     ours = _ours(results)
     data = " --data-root PATH" if getattr(table.full, "dataset", None) is not None else ""  # table 5 reads no data
     regenerate = f"nox -s reproduce_table{table.number}" + ("" if scale == "smoke" else f" -- --scale full{data} ...")
-    frame = tables.compare(paper, ours, table.metrics, command=options.command)
+    frame = label_metric_scales(tables.compare(paper, ours, table.metrics, command=options.command), table)
     if scale == "full":
         setting = "the paper's setting on the real dataset" if data else "the paper's setting; no dataset needed"
         summary = f"**Full scale** ({setting}). " + table.shows_full

@@ -1,0 +1,43 @@
+"""Table reports read as what was run: one run quoted beside several paper rows says it is the same run,
+and a metric measured at another setting than the row's scale (table 2's increments) says which."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cca.reports import tables  # noqa: E402
+
+
+def _paper() -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"row": "p1", "method": "A", "miou": "81.9", "ours_row": "r2", "source": "s", "confidence": "verbatim"},
+         {"row": "p2", "method": "B", "miou": "81.4", "ours_row": "r2", "source": "s", "confidence": "verbatim"}]
+    )
+
+
+def test_one_run_beside_several_paper_rows_says_it_is_the_same_run():
+    ours = {"r2": tables.OursResult(label="R=2", metrics={"miou": 49.6}, scale="smoke")}
+    shown = tables.display_frame(tables.compare(_paper(), ours, ("miou",)))
+    assert list(shown["Ours"]) == ["49.60", "49.60 (same run as `p1`)"]
+
+
+def test_table2_increments_are_labelled_with_the_setting_they_were_measured_at():
+    from experiments.table02_recurrence import TABLE
+
+    assert set(TABLE.metric_scales) == {"gflops_increment", "memory_increment_mb"}
+    assert all("769" in text and "ResNet-101" in text for text in TABLE.metric_scales.values())
+    ours = {"r2": tables.OursResult(label="R=2", metrics={"miou": 49.6, "gflops_increment": 16.5}, scale="smoke")}
+    paper = _paper().assign(gflops_increment="")
+    frame = tables.compare(paper, ours, ("miou", "gflops_increment"))
+    from experiments.report import label_metric_scales
+
+    shown = tables.display_frame(label_metric_scales(frame, TABLE))
+    scales = dict(zip(shown["Metric"] + shown["Row"], shown["Scale"], strict=True))
+    assert scales["mioup1"] == "smoke" and "769" in scales["gflops_incrementp1"]
