@@ -41,3 +41,29 @@ def test_table2_increments_are_labelled_with_the_setting_they_were_measured_at()
     shown = tables.display_frame(label_metric_scales(frame, TABLE))
     scales = dict(zip(shown["Metric"] + shown["Row"], shown["Scale"], strict=True))
     assert scales["mioup1"] == "smoke" and "769" in scales["gflops_incrementp1"]
+
+
+def test_mechanism_bars_show_readable_labels_and_whole_whiskers(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.mechanisms import common as mech
+    from experiments.mechanisms.stats import t_interval
+
+    results = [{"name": "r2", "miou": v} for v in (99.0, 100.0, 60.0)] + [{"name": "ccl", "miou": v} for v in (98.0, 99.5)]
+    captured = {}
+    from cca.reports import render
+
+    def keep(fig, path):
+        captured["fig"] = fig
+        return path
+
+    monkeypatch.setattr(render, "save_figure", keep)
+    mech.bar_figure(results, ["r2", "ccl"], tmp_path / "x.png", "t", labels={"r2": "RCCA R=2, no CCL", "ccl": "CCL"})
+    ax = captured["fig"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["RCCA R=2, no CCL", "CCL"]
+    top = max(t_interval([99.0, 100.0, 60.0])[1], t_interval([98.0, 99.5])[1])
+    assert ax.get_ylim()[1] >= top, (ax.get_ylim(), top)
+    plt.close(captured["fig"])
