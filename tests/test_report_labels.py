@@ -67,3 +67,19 @@ def test_mechanism_bars_show_readable_labels_and_whole_whiskers(tmp_path, monkey
     top = max(t_interval([99.0, 100.0, 60.0])[1], t_interval([98.0, 99.5])[1])
     assert ax.get_ylim()[1] >= top, (ax.get_ylim(), top)
     plt.close(captured["fig"])
+
+
+def test_a_training_curve_plots_its_metric_on_the_whole_percent_scale(tmp_path, monkeypatch):
+    import json
+
+    from cca.reports import plots
+
+    log = tmp_path / "metrics.jsonl"
+    rows = [{"type": "train", "iter": i, "loss": 1.0 / i} for i in range(1, 5)]
+    rows += [{"type": "eval", "iter": i, "miou": m} for i, m in ((2, 0.41), (4, 0.49))]
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    captured = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: captured.setdefault("fig", fig) and path)
+    plots.plot_training_curves(log, tmp_path / "c.png", title="t")
+    low, high = captured["fig"].axes[1].get_ylim()
+    assert low <= 0.0 and high >= 100.0, (low, high)
