@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import random
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -85,7 +86,9 @@ def save(state: dict[str, Any], path: str | Path, keep_previous: bool = True) ->
     return path
 
 
-_UNREADABLE = (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError)
+# torch.load(weights_only=True) on garbage bytes can also raise IndexError/KeyError/TypeError/struct.error
+_UNREADABLE = (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, IndexError,
+               KeyError, TypeError, struct.error)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
