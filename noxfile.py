@@ -113,7 +113,7 @@ def gpu_model(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """pytest-benchmark: ours vs einsum vs reference, interleaved (results/benchmarks/; `nox -s report` renders them)."""
+    """pytest-benchmark: ours vs einsum vs reference, interleaved (results/benchmarks/; `-- --full`: the long sweep)."""
     _run(session, "-m", "pytest", "tests/benchmarks", "--benchmark-only", *session.posargs)
 
 

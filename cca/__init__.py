@@ -8,6 +8,18 @@ on first attribute access, so ``import cca; cca.nn.RCCA(64)`` works and ``import
 from __future__ import annotations
 
 import importlib
+import sys
+
+try:
+    import torch  # noqa: F401
+except ModuleNotFoundError as _missing:
+    if _missing.name != "torch":
+        raise
+    # name="cca": `python -m cca ...` then reports it in one line instead of a traceback
+    raise ModuleNotFoundError(
+        f"cca needs PyTorch, which {sys.executable} does not have; use the project's environment: "
+        ".nox/cca-env/bin/python (created by the first `nox` session)", name="cca"
+    ) from None
 
 from cca.ops import (
     ca_map,

@@ -71,6 +71,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     from cca.engine.checkpoint import CheckpointError
+    from cca.engine.distributed import DeviceUnavailableError
     from cca.engine.lock import RunLockedError
     from cca.engine.train import TrainingInterrupted, train
 
@@ -85,7 +86,8 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except KeyboardInterrupt:
         print("interrupted before training started; nothing to resume", file=sys.stderr)
         return 130
-    except (FileExistsError, FileNotFoundError, FloatingPointError, CheckpointError, RunLockedError) as err:
+    except (FileExistsError, FileNotFoundError, FloatingPointError, CheckpointError, RunLockedError,
+            DeviceUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as err:  # a full disk, a read-only directory, weights or data that do not fit

@@ -32,6 +32,28 @@ def _active(device: str, status: dict, gpu_visible: bool) -> str:
     return "reference (no compiled kernels)"
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where it is not readable)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return set(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []))
+    except OSError:
+        return set()
+
+
+def _cpu_simd(status: dict) -> tuple[bool, str]:
+    """Whether 2D float32/float64 CPU calls run on the vectorised kernels, and why (the C++ test of
+    ``csrc/cpu/simd.cpp``'s ``usable()``: AVX2 + FMA on this CPU and ``CCA_CPU_SIMD`` not ``0``)."""
+    if not status.get("cpu_kernels") or status.get("backend_requested") == "reference":
+        return False, "no (the compiled CPU kernels are not active)"
+    if os.environ.get("CCA_CPU_SIMD") == "0":
+        return False, "no (CCA_CPU_SIMD=0: the generic kernels)"
+    flags = _cpu_flags()
+    if not {"avx2", "fma"} <= flags:
+        return False, "no (this CPU lacks AVX2 + FMA: the generic kernels)"
+    return True, "yes (AVX2 + FMA: 2D float32/float64; 3D and half precision on the generic kernels)"
+
+
 def collect() -> dict:
     """Versions, devices, the backend switch and the state of the compiled kernels."""
     gpu_visible = torch.cuda.is_available()
@@ -63,6 +85,7 @@ def collect() -> dict:
         }
     info.update(status)
     info["active_cpu"] = _active("cpu", status, True)
+    info["cpu_simd_active"], info["cpu_simd"] = _cpu_simd(status)
     info["active_cuda"] = _active("cuda", status, gpu_visible)
     info.update(cuda_choice())
     if gpu_visible and status.get("backend_requested") not in (None, "reference"):
@@ -127,6 +150,7 @@ def format_text(info: dict) -> str:
         f"  CPU kernels     {_yes(info['cpu_kernels'])}",
         f"  CUDA kernels    {_yes(info['cuda_kernels'])}",
         f"active on CPU     {info['active_cpu']}",
+        f"vectorised CPU    {info['cpu_simd']}",
         f"active on CUDA    {info['active_cuda']}",
         f"JIT cache         {info['cache_dir']}",
         f"sources (csrc)    {info['csrc']}",

@@ -21,8 +21,17 @@ def hardware(device: str | torch.device = "cpu") -> str:
     device = torch.device(device)
     if device.type == "cuda":
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        name = torch.cuda.get_device_name(device)
+        try:
+            name = torch.cuda.get_device_name(device)
+        except (RuntimeError, AssertionError, ValueError) as err:  # no driver / no GPU: never crash a report
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:80]
+            return f"{_cpu()} (CUDA asked for, no GPU detected: {first})"
         return f"{name}{f' x{world}' if world > 1 else ''} (CUDA {torch.version.cuda})"
+    return _cpu()
+
+
+def _cpu() -> str:
+    """The CPU model and logical core count."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
@@ -80,7 +89,7 @@ def provenance(device: str | torch.device = "cpu", command: str | None = None) -
         "hardware": hardware(device),
         "commit": git_commit(),
         "dirty": git_dirty(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass that torch.load(weights_only=True) refuses
         "python": platform.python_version(),
     }
 

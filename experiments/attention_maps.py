@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cca.data.long_range import LongRangeDataset  # noqa: E402
+from cca.engine.checkpoint import load as load_checkpoint  # noqa: E402
 from cca.engine.parsing import apply_overrides  # noqa: E402
 from cca.reports.attention import attention_maps, plot_attention  # noqa: E402
 from experiments import longrange  # noqa: E402
@@ -42,12 +43,12 @@ def longrange_model(seed: int = 0) -> tuple[torch.nn.Module, longrange.LongRange
     settings = longrange.LongRangeSettings()
     path = longrange.RUNS / f"r2_s{seed}" / "model.pt"
     wanted = {k: v for k, v in settings.used_settings().items() if k != "seeds"}
-    state = torch.load(path, map_location="cpu") if path.is_file() else None
+    state = load_checkpoint(path) if path.is_file() else None
     saved = {k: v for k, v in (state or {}).get("settings", {}).items() if k != "seeds"}
     if state is None or saved != wanted:
         print(f"training the long-range R=2 model (seed {seed}) ...", flush=True)
         longrange.run(apply_overrides(settings, {"seeds": (seed,)}), ["r2"], force=True)
-        state = torch.load(path, map_location="cpu")
+        state = load_checkpoint(path)
     model = longrange.build_model(settings, "r2")
     model.load_state_dict(state["model"])
     return model.eval(), settings
@@ -71,7 +72,7 @@ def checkpoint_figure(checkpoint: Path) -> tuple[Path, str]:
     from cca.engine import builders
     from cca.engine.config import config_from_dict
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint)  # weights_only: a crafted file is refused, never run
     if "config" not in state:
         raise ValueError(f"{checkpoint} has no saved config (expected an engine checkpoint: last.pt / best.pt)")
     cfg = config_from_dict(state["config"])
@@ -164,4 +165,8 @@ Share of a blob centre pixel's attention that falls on the cue ({count} validati
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, OSError) as err:  # a refused or missing checkpoint (CheckpointError is a ValueError)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

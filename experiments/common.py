@@ -8,7 +8,8 @@ paper's table that our code produces (each a few settings changed from the base)
 * settings of a row: :mod:`experiments.settings`; running a row (resumable, locked, skipped when its
   result exists for the same settings and commit): :mod:`experiments.rows`;
 * the report of the scale that ran, from every result on disk for that scale (rows not re-run keep
-  their results, a failed row keeps its earlier one and is listed as failed on the console):
+  their results, a failed row keeps its earlier one and is listed as failed on the console; a row whose
+  run directory is not on this machine keeps the values of the report on disk, read back from its CSV):
   :mod:`experiments.report`. A run that produced no result at its scale leaves the report alone.
 """
 
@@ -18,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from experiments.report import write_table_report
+from experiments.report import committed_results, write_table_report
 from experiments.rows import ENGINE_METRICS, as_percent, read_result, run_row, train_runner
 from experiments.settings import (
     apply_changes,
@@ -64,8 +65,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (*USER_ERRORS, RunLockedError)
 
 
-def dataset_sizes(cfg: Any) -> str:
-    """What data the settings find: split sizes, or what is missing / will be written."""
+def dataset_sizes(cfg: Any, root_given: bool = False) -> str:
+    """What data the settings find: split sizes, or what is missing / will be written.
+
+    ``root_given``: the root came from ``--data-root`` (so a missing one is named, not asked for)."""
     dataset = getattr(cfg, "dataset", None)
     if dataset is None:
         return "no data needed"
@@ -76,7 +79,7 @@ def dataset_sizes(cfg: Any) -> str:
                 f"{root} missing: synthetic {dataset}-format data will be written "
                 f"({cfg.synthetic_num_train} train / {cfg.synthetic_num_val} val, {cfg.synthetic_size[0]}x{cfg.synthetic_size[1]})"
             )
-        return f"{root} NOT FOUND: pass --data-root PATH"
+        return f"{root} NOT FOUND (the --data-root given)" if root_given else f"{root} NOT FOUND: pass --data-root PATH"
     sizes = []
     try:
         from cca.data import build_dataset
@@ -100,7 +103,7 @@ def describe(table: Table, options: Options) -> str:
         changed = {k: v for k, v in settings_dict(settings).items() if settings_dict(base).get(k) != v}
         lines.append(f"  row {row.key} ({row_label(row, settings)}):")
         lines.append(f"    changes: {changed or '{}'}")
-        lines.append(f"    data: {dataset_sizes(settings)}")
+        lines.append(f"    data: {dataset_sizes(settings, root_given=options.data_root is not None)}")
         iterations = settings_dict(settings).get("iterations")  # a profiling row trains nothing
         if iterations is not None:
             total += int(iterations)
@@ -108,7 +111,37 @@ def describe(table: Table, options: Options) -> str:
         lines.append(f"    results: {run_dir(table, row, options) / 'result.json'}")
     if total:
         lines.append(f"  planned iterations over all rows: {total}")
+    if options.scale == "full":
+        from experiments.full_scale_plan import plan_lines
+
+        lines += plan_lines(table, options, row_settings(table, selected_rows(table, options)[0], options))
     return "\n".join(lines)
+
+
+def _reads_data(table: Table, options: Options) -> bool:
+    """Whether a selected row of the table reads a real dataset (not synthetic data, not a profile)."""
+    for row in selected_rows(table, options):
+        settings = row_settings(table, row, options)
+        if getattr(settings, "dataset", None) is not None and not getattr(settings, "synthetic", False):
+            return True
+    return False
+
+
+def refuse_full_scale_on_cpu(table: Table, options: Options) -> None:
+    """A full-scale training run on the CPU only when asked for explicitly (``--device cpu``, or ``device='cpu'``
+    in the settings); ``device='auto'`` without a GPU is refused before anything runs."""
+    if options.scale != "full" or table.kind == "profile":
+        return
+    from experiments.rows import device_of
+
+    for row in selected_rows(table, options):
+        settings = row_settings(table, row, options)
+        if getattr(settings, "device", "auto") == "auto" and device_of(settings) == "cpu":
+            raise ValueError(
+                f"table {table.number} row {row.key} at full scale would train {settings_dict(settings).get('iterations')} "
+                "iterations on the CPU (no CUDA GPU visible): weeks of CPU time; run it on GPUs (--device cuda --nproc N), "
+                "or pass --device cpu to run it on the CPU anyway (--dry-run prints the plan)"
+            )
 
 
 def check_data(table: Table, options: Options) -> None:
@@ -152,8 +185,12 @@ def run_table(table: Table, options: Options) -> dict[str, Any]:
     """
     if options.dry_run:
         print(describe(table, options))
+        if options.data_root is not None and not Path(options.data_root).is_dir() and _reads_data(table, options):
+            raise FileNotFoundError(f"--data-root {options.data_root}: not found (table {table.number} reads its dataset "
+                                    "there; nothing is ever downloaded)")
         return {"report": None, "failed": [], "ran": []}
     check_data(table, options)
+    refuse_full_scale_on_cpu(table, options)
     ran: list[str] = []
     failed: list[str] = []
     for row in selected_rows(table, options):
@@ -177,5 +214,6 @@ def run_table(table: Table, options: Options) -> dict[str, Any]:
         print(f"[table {table.number}] no result at {options.scale} scale: "
               f"{Path(options.reports_dir) / f'table{table.number}.md'} left as it is")
         return {"report": None, "failed": failed, "ran": ran}
+    results.update(committed_results(table, options, have=list(results)))  # rows whose runs/ are not here
     report = write_table_report(table, results, options, ran=ran, failed=failed)
     return {"report": report, "failed": failed, "ran": ran}

@@ -34,6 +34,47 @@ def _ours(results: Mapping[str, Mapping[str, Any]]):
     return ours
 
 
+def label_metric_scales(frame, table: Table):
+    """The comparison with each metric of ``table.metric_scales`` labelled with the setting it was measured at
+    (in the Scale column) instead of the row's scale."""
+    frame = frame.copy()
+    for metric, setting in table.metric_scales.items():
+        measured = (frame["metric"] == metric) & frame["ours"].notna()
+        frame.loc[measured, "scale"] = setting
+    return frame
+
+
+def committed_results(table: Table, options: Options, have: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Results of ``options.scale`` that the report on disk holds for rows without a result in ``runs/``
+    (a fresh clone: ``runs/`` is not in git, the reports are): row key -> a result record read back from
+    the report's CSV (metrics, scale, dataset, hardware, commit, command; ``from_report`` set)."""
+    reports = Path(options.reports_dir)
+    carried: dict[str, dict[str, Any]] = {}
+    for csv_path in (reports / f"table{table.number}.csv", reports / options.scale / f"table{table.number}.csv"):
+        if not csv_path.is_file():
+            continue
+        import pandas as pd
+
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        if not {"ours_row", "metric", "ours", "scale"} <= set(frame.columns):
+            continue
+        frame = frame[frame["ours"] != ""]
+        for row in table.rows:
+            mine = frame[frame["ours_row"] == row.key].drop_duplicates("metric")
+            # a row of this scale (metrics of table.metric_scales carry their own setting in the scale column)
+            if row.key in have or row.key in carried or not (mine["scale"] == options.scale).any():
+                continue
+            first = mine.iloc[0]
+            carried[row.key] = {
+                "metrics": {metric: float(value) for metric, value in zip(mine["metric"], mine["ours"], strict=True)},
+                "label": row.label,
+                **{k: str(first.get(k, "")) for k in ("dataset", "hardware", "commit", "command")},
+                "scale": options.scale,
+                "from_report": str(csv_path),
+            }
+    return carried
+
+
 def _rows_line(table: Table, results: Mapping[str, Mapping[str, Any]], ran: Sequence[str], failed: Sequence[str]) -> str:
     parts = []
     for row in table.rows:
@@ -42,6 +83,9 @@ def _rows_line(table: Table, results: Mapping[str, Mapping[str, Any]], ran: Sequ
             parts.append(f"`{row.key}` failed this time" + (f" (earlier result of {record.get('time_utc', '?')} kept)" if record else ""))
         elif record is None:
             parts.append(f"`{row.key}` not run at this scale")
+        elif record.get("from_report"):
+            parts.append(f"`{row.key}` kept from the previous report (commit {str(record.get('commit', ''))[:10]}; "
+                         "its run directory is not on this machine)")
         elif row.key in ran:
             parts.append(f"`{row.key}` run this time")
         else:
@@ -79,7 +123,7 @@ def write_table_report(
     ours = _ours(results)
     data = " --data-root PATH" if getattr(table.full, "dataset", None) is not None else ""  # table 5 reads no data
     regenerate = f"nox -s reproduce_table{table.number}" + ("" if scale == "smoke" else f" -- --scale full{data} ...")
-    frame = tables.compare(paper, ours, table.metrics, command=options.command)
+    frame = label_metric_scales(tables.compare(paper, ours, table.metrics, command=options.command), table)
     if scale == "full":
         setting = "the paper's setting on the real dataset" if data else "the paper's setting; no dataset needed"
         summary = f"**Full scale** ({setting}). " + table.shows_full
@@ -97,9 +141,12 @@ def write_table_report(
     for row in table.rows:
         record = results.get(row.key)
         log = run_dir(table, row, options) / "metrics.jsonl"
+        out = reports / "curves" / f"table{table.number}_{row.key}.png"
+        if record is not None and record.get("from_report") and out.is_file():  # the previous report's curve
+            curves.append(f"[{row.key}](curves/{out.name})")
+            continue
         if record is None or not log.is_file():
             continue
-        out = reports / "curves" / f"table{table.number}_{row.key}.png"
         data = record.get("dataset", "")
         title = f"Table {table.number}: {record.get('label', row.label)} ({scale}{', ' + data if data else ''})"
         try:
@@ -111,7 +158,10 @@ def write_table_report(
     base = settings_dict(table.base(scale))
     for row in table.rows:
         record = results.get(row.key)
-        if record and "settings" in record:
+        if record and record.get("from_report"):
+            settings_lines.append(f"- `{row.key}` ({row.label}): as in the previous report (its CSV keeps the values, "
+                                  "not the settings)")
+        elif record and "settings" in record:
             changed = {k: v for k, v in record["settings"].items() if base.get(k) != v and k not in ("output_dir", "name")}
             settings_lines.append(f"- `{row.key}` ({record.get('label', row.label)}): {changed or 'base settings'}")
         else:

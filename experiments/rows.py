@@ -82,7 +82,12 @@ def run_row(table: Table, row: Row, options: Options) -> dict[str, Any]:
             _clear(directory)
         atomic_write_json(state_path, {"settings_hash": digest, "commit": commit, "settings": settings_dict(settings)})
         start = time.time()
-        print(f"[table {table.number}] {row.key}: {label} ({'resuming' if resume else 'starting'}, {options.scale} scale)")
+        how = "starting"
+        if resume:
+            done = _checkpoint_iteration(directory)
+            total = settings_dict(settings).get("iterations")
+            how = "resuming" + (f" from iteration {done}" + (f" of {total}" if total else "") if done is not None else "")
+        print(f"[table {table.number}] {row.key}: {label} ({how}, {options.scale} scale)")
         metrics = table.runner(table, row, settings, options, directory)
         prov = provenance(device_of(settings), command=options.command or None)
         record = {
@@ -103,6 +108,19 @@ def run_row(table: Table, row: Row, options: Options) -> dict[str, Any]:
         }
         atomic_write_json(result_path, record)
     return record
+
+
+def _checkpoint_iteration(directory: Path) -> int | None:
+    """The iteration of the row's ``last.pt`` (memory-mapped: only that number is read), ``None`` without one."""
+    import torch
+
+    path = directory / "last.pt"
+    if not path.is_file():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["iteration"])
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported by the engine when it resumes
+        return None
 
 
 def as_percent(value: float) -> float:

@@ -127,6 +127,13 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 row_settings(table, row, options)
     except (ValueError, TypeError, FileNotFoundError) as err:
         parser.error(str(err))
+    if args.device == "cuda" and not args.dry_run:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --device cuda: no CUDA GPU is visible (torch.cuda.is_available() is False); run on a GPU "
+                  "machine, or drop --device (smoke scale runs on the CPU)", file=sys.stderr)
+            return 2
     failed = []
     try:
         for table in chosen:

@@ -82,6 +82,8 @@ class Table:
     kind: str = "train"  # "train" (engine), "profile" (profiling harness), "detection" (Mask R-CNN loop)
     smoke: Any = None  # derived from `full` (None: smoke_of(full), training tables only)
     runner: Runner | None = None  # how one row runs (None: the engine's train_runner, training tables only)
+    # metrics measured at a fixed setting whatever the scale (metric -> the setting, shown in the Scale column)
+    metric_scales: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

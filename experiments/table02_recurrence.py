@@ -54,6 +54,8 @@ TABLE = Table(
     rows=ROWS,
     full=FULL,
     runner=recurrence_runner,
+    metric_scales={metric: "full setting: ResNet-101, 769x769 crop (fake tensors)"
+                   for metric in ("gflops_increment", "memory_increment_mb")},
     shows_full="mIoU on Cityscapes val as the number of criss-cross loops grows, at the paper's setting.",
     shows_smoke="It shows that every row (R=0..3, OHEM) trains and evaluates end to end; synthetic images and 300 "
     "iterations of a tiny backbone cannot show the effect of R (see reports/longrange.md for a task built to show it on CPU).",

@@ -32,12 +32,43 @@ needs_cuda = pytest.mark.cuda
 HAS_CUDA = torch.cuda.is_available()
 
 
+BENCHMARKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmarks")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full", action="store_true", default=False,
+        help="timed benchmarks: also run the long sweep (cases marked bench_full; see README, 'Speed and memory')",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Benchmarks run once, untimed, in an ordinary test run; `--benchmark-only` or
     `--benchmark-enable` times them (so `pytest --benchmark-only` works as typed)."""
     option = config.option
+    config.addinivalue_line("markers", "bench_full: a long benchmark case, timed only with --full")
     if hasattr(option, "benchmark_disable") and not (option.benchmark_only or option.benchmark_enable):
         option.benchmark_disable = True
+
+
+def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool | None:
+    """``--benchmark-only`` collects tests/benchmarks/ only (every benchmark lives there)."""
+    if not getattr(config.option, "benchmark_only", False) or collection_path.suffix != ".py":
+        return None
+    path = str(collection_path)
+    if path.startswith(BENCHMARKS_DIR + os.sep) or not collection_path.name.startswith("test_"):
+        return None
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A timed run skips the long sweep (``bench_full``) unless ``--full`` asks for it."""
+    if getattr(config.option, "benchmark_disable", True) or config.getoption("--full"):
+        return
+    skip = pytest.mark.skip(reason="long benchmark sweep: pass --full (nox -s bench -- --full)")
+    for item in items:
+        if item.get_closest_marker("bench_full") is not None:
+            item.add_marker(skip)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -265,7 +265,7 @@ def test_dry_run_prints_settings_and_plan(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "row r3 (RCCA R=3)" in out and "'recurrence': 3" in out and "planned iterations: 300" in out
     assert "synthetic cityscapes-format data will be written" in out
-    assert run.main(["1", "--dry-run", "--scale", "full", "--data-root", str(tmp_path / "none")]) == 0
+    assert run.main(["1", "--dry-run", "--scale", "full", "--data-root", str(tmp_path / "none")]) == 2  # named, one line
     out = capsys.readouterr().out
     assert "backbone = 'resnet101'" in out and "NOT FOUND" in out and "planned iterations: 60000" in out
 
@@ -327,7 +327,8 @@ def test_table_smoke_path_writes_its_report(number, tmp_path, monkeypatch):
         percent = [float(v) for v, m in zip(mine["ours"], mine["metric"], strict=True) if v != "" and m in PERCENT]
         assert all(v == v for v in values) and all(0.0 <= v <= 100.0 for v in percent)
         done = mine[mine["ours"] != ""]
-        assert set(done["scale"]) == {"smoke"} and all("synthetic" in d or "no data" in d for d in done["dataset"])
+        expected_scale = [table.metric_scales.get(m, "smoke") for m in done["metric"]]  # table 2's increments: 769x769
+        assert list(done["scale"]) == expected_scale and all("synthetic" in d or "no data" in d for d in done["dataset"])
         assert all(d == "" for d in done["diff"]), "a smoke number is not compared with the paper's (n/a (smoke))"
         result = json.loads((tmp_path / "runs" / f"table{number:02d}" / "smoke" / key / "result.json").read_text())
         assert "resnet18_tiny" in result["label"] or "ResNet" not in result["label"] or number in (5, 8)

@@ -2,7 +2,9 @@
 
 A checkpoint is a dict saved with ``torch.save``: ``model`` (unwrapped from DDP), ``optimizer``,
 ``scheduler``, ``scaler``, ``iteration`` (optimiser steps done), ``data`` (sampler epoch and position),
-``rng`` (one entry per rank: python, numpy, torch CPU, CUDA), ``config`` and bookkeeping.
+``rng`` (one entry per rank: python, numpy, torch CPU, CUDA, each a tensor), ``config`` (a plain dict) and
+bookkeeping: only tensors, numbers, strings, lists and dicts, so :func:`load` reads it with
+``torch.load(weights_only=True)`` and a crafted file cannot run code when it is loaded.
 :func:`save` writes to a temporary file in the same directory and ``os.replace``-s it, so a kill at
 any moment leaves either the previous or the new file, never a torn one; the file it replaces is kept as
 ``<name>.prev`` and :func:`load_or_fallback` reads it (with a warning) when ``<name>`` is unreadable or
@@ -18,6 +20,7 @@ import logging
 import os
 import pickle
 import random
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -84,7 +87,9 @@ def save(state: dict[str, Any], path: str | Path, keep_previous: bool = True) ->
     return path
 
 
-_UNREADABLE = (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError)
+# torch.load(weights_only=True) on garbage bytes can also raise IndexError/KeyError/TypeError/struct.error
+_UNREADABLE = (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, IndexError,
+               KeyError, TypeError, struct.error)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -97,17 +102,27 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     try:
-        # our checkpoints hold numpy RNG state and config dicts, not only tensors
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except _UNREADABLE as err:
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise _unreadable(path, err) from None
         raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupt: {first}); restore it, or delete the run "
-            "directory to start over"
+            f"{path} holds objects other than tensors, numbers, strings, lists and dicts; it was not loaded, since "
+            "loading it could run code (not a checkpoint written by cca, or written by an older version)"
         ) from None
+    except _UNREADABLE as err:
+        raise _unreadable(path, err) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict")
     return state
+
+
+def _unreadable(path: Path, err: BaseException) -> CheckpointError:
+    first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+    return CheckpointError(
+        f"checkpoint {path} is unreadable (truncated or corrupt: {first}); restore it, or delete the run "
+        "directory to start over"
+    )
 
 
 def load_or_fallback(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
@@ -139,11 +154,22 @@ def holds_checkpoint(path: str | Path) -> bool:
     return path.exists() or previous_path(path).exists()
 
 
-def rng_state(device: torch.device | None = None) -> dict[str, Any]:
-    """The RNG states of this process: python ``random``, numpy, torch CPU and (if used) CUDA."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+def rng_state(device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """The RNG states of this process as tensors: python ``random``, numpy, torch CPU and (if used) CUDA.
+
+    Python's and numpy's Mersenne twisters are stored as int64 tensors (``python``: version, 624 words and
+    position, then the cached gaussian as a float64 tensor ``python_gauss`` (NaN: none); ``numpy``: 624
+    words, position, has-gauss; ``numpy_gauss``), so a checkpoint loads with ``weights_only=True``.
+    """
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    if kind != "MT19937":
+        raise ValueError(f"numpy's global generator must be MT19937, got {kind!r}")
+    state: dict[str, torch.Tensor] = {
+        "python": torch.tensor([version, *words], dtype=torch.int64),
+        "python_gauss": torch.tensor(float("nan") if gauss is None else gauss, dtype=torch.float64),
+        "numpy": torch.tensor([*keys.tolist(), pos, has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor(cached, dtype=torch.float64),
         "torch": torch.get_rng_state(),
     }
     if device is not None and device.type == "cuda":
@@ -153,8 +179,12 @@ def rng_state(device: torch.device | None = None) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     """Restore what :func:`rng_state` returned."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python = state["python"].tolist()
+    gauss = float(state["python_gauss"])
+    random.setstate((python[0], tuple(python[1:]), None if gauss != gauss else gauss))
+    numpy = state["numpy"].tolist()
+    np.random.set_state(("MT19937", np.array(numpy[:624], dtype=np.uint32), numpy[624], numpy[625],
+                         float(state["numpy_gauss"])))
     torch.set_rng_state(state["torch"].cpu())
     if device is not None and device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)

@@ -14,6 +14,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+NO_GPU_HINT = "no CUDA GPU is visible (torch.cuda.is_available() is False)"
+
+
+class DeviceUnavailableError(ValueError):
+    """``device="cuda"`` on a machine where no CUDA GPU is visible (a user error: one line, no traceback)."""
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -61,7 +67,8 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but torch.cuda.is_available() is False")
+        raise DeviceUnavailableError(f"device='cuda' was asked for but {NO_GPU_HINT}: run on a GPU machine, or pass "
+                                     "--set device=cpu (a CPU run of a full-scale setting takes weeks)")
     count = torch.cuda.device_count()
     if local_rank >= count:
         raise RuntimeError(f"LOCAL_RANK={local_rank} but only {count} CUDA device(s) are visible")

@@ -79,6 +79,7 @@ def plot_training_curves(
         ax_metric.text(0.5, 0.5, f"no evaluation rows with {metric!r}", ha="center", va="center", transform=ax_metric.transAxes)
     ax_metric.set_xlabel("iteration")
     ax_metric.set_ylabel(f"val {metric_label} (%)")
+    ax_metric.set_ylim(0, 100)  # the whole percent scale: a few points of smoke-run noise do not read as a trend
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -232,7 +232,7 @@ def write(study: common.Study, settings: MechanismSettings, results: Results, re
     diag = diagnosis(results, names, threshold)
     delta_v, delta_d = float(paper_setting("ccl_delta_v")), float(paper_setting("ccl_delta_d"))
     title = "CCL stability on the long-range task (bars: mean, whiskers: 95% t interval, dots: seeds)"
-    png = common.bar_figure(results, names, reports / f"{study.name}.png", title, threshold)
+    png = common.bar_figure(results, names, reports / f"{study.name}.png", title, threshold, labels=labels)
     per_run = runs_frame(
         results,
         [

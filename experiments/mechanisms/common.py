@@ -149,8 +149,12 @@ def bar_figure(
     title: str,
     threshold_pct: float | None = None,
     paper: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Path:
-    """One bar per variant at the mean val mIoU, its 95% t interval, every seed as a dot; optional success line."""
+    """One bar per variant at the mean val mIoU, its 95% t interval, every seed as a dot; optional success line.
+
+    ``labels``: what each variant is (its ``Variant.label``), shown under its bar instead of its key; the
+    y axis reaches the highest whisker (a t interval can pass 100%)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,12 +163,14 @@ def bar_figure(
     from cca.reports.render import save_figure
 
     fig, ax = plt.subplots(figsize=(1.5 * len(names) + 2.5, 3.4), dpi=120)
+    top = 105.0
     for i, name in enumerate(names):
         values = [float(r["miou"]) for r in results if r["name"] == name]
         if not values:
             continue
         mean, _ = mean_std(values)
         lo, hi = t_interval(values)
+        top = max(top, hi + 3.0)
         ax.bar(i, mean, color="tab:blue", alpha=0.55)
         ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]], color="black", capsize=5)
         ax.scatter([i + 0.12 * ((j % 5) - 2) / 2 for j in range(len(values))], values, color="black", s=10, zorder=3)
@@ -174,9 +180,9 @@ def bar_figure(
         )
         ax.legend(fontsize=7, loc="lower right")
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, fontsize=8)
+    ax.set_xticklabels([(labels or {}).get(name, name) for name in names], fontsize=7, rotation=12)
     ax.set_ylabel("val mIoU (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, top)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

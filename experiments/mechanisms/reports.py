@@ -60,7 +60,8 @@ def _bars(
     """The per-variant summary (successes at the study's threshold) and the bar figure's file name."""
     names = list(variants)
     summary = summarise(results, names, {n: v.label for n, v in variants.items()}, study.success_miou_pct)
-    png = common.bar_figure(results, names, reports / f"{study.name}.png", title, study.success_miou_pct)
+    png = common.bar_figure(results, names, reports / f"{study.name}.png", title, study.success_miou_pct,
+                            labels={n: v.label for n, v in variants.items()})
     return summary, png.name
 
 

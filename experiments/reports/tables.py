@@ -196,6 +196,7 @@ def _our_columns(key: str, result: Any, value: float | None, reference: float | 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The comparison as printed: missing paper values "not found", missing results "not run"."""
     shown = []
+    first_row: dict[tuple[str, str], str] = {}  # (our row, metric) -> the first paper row showing it
     for _, line in frame.iterrows():
         if line["paper"] is None or (isinstance(line["paper"], float) and math.isnan(line["paper"])):
             paper = "—" if line["source"] == NOT_IN_PAPER else NOT_FOUND
@@ -206,6 +207,9 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             ours_text = line["status"] if line["status"] != "done" else NOT_RUN
         else:
             ours_text = format_number(float(ours_value))
+            shown_at = first_row.setdefault((str(line["ours_row"]), str(line["metric"])), str(line["row"]))
+            if shown_at != str(line["row"]):  # one run quoted beside several paper rows: not another result
+                ours_text += f" (same run as `{shown_at}`)"
         diff = line["diff"]
         if diff is None or (isinstance(diff, float) and math.isnan(diff)):
             diff_text = "—"

@@ -48,7 +48,37 @@ def _summary_line(group: str, impls: dict) -> str | None:
     return f"{group}: ours {ours['median_ms']:.1f} ms, " + "; ".join(parts)
 
 
+def _timed(config) -> bool:
+    return not getattr(config.option, "benchmark_disable", True)
+
+
+def pytest_runtest_logstart(nodeid, location) -> None:
+    """A timed run says what it measures as it goes (a case takes seconds to a minute)."""
+    reporter = _REPORTER.get("reporter")
+    if reporter is not None:
+        reporter.write_line(f"[{time.strftime('%H:%M:%S')}] measuring {nodeid.split('::', 1)[-1]} ...")
+
+
+_REPORTER: dict = {}
+
+
+def pytest_collection_finish(session) -> None:
+    config = session.config
+    if _timed(config):
+        _REPORTER["reporter"] = config.pluginmanager.get_plugin("terminalreporter")
+        full = config.getoption("--full")
+        reporter = _REPORTER["reporter"]
+        if reporter is not None:
+            reporter.write_line(
+                "timed benchmarks: ours vs einsum vs reference, interleaved rounds after a checked warm-up call; "
+                + ("the long sweep included (--full)" if full else "default set (the long sweep: --full)")
+                + "; durations: README 'Speed and memory on CPU'"
+            )
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not _timed(config):  # an untimed test run measured nothing: no speed figures
+        return
     results = config.stash.get(RESULTS, {})
     lines = [line for group, impls in sorted(results.items()) if (line := _summary_line(group, impls))]
     if lines:

@@ -82,6 +82,7 @@ def test_forward(benchmark, name: str, device: str, record_result) -> None:
     _check_output(module, x, out)
 
 
+@pytest.mark.bench_full  # the long sweep (--full): the non-local block's backward alone takes about a minute
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(MODULES))
 def test_forward_backward(benchmark, name: str, device: str, record_result) -> None:
