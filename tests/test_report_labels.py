@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cca.reports import tables  # noqa: E402
+from experiments.reports import tables  # noqa: E402
 
 
 def _paper() -> pd.DataFrame:

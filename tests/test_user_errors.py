@@ -47,7 +47,7 @@ def test_a_table_run_on_cuda_without_a_gpu_is_one_line(tmp_path):
 def test_report_hardware_never_crashes_on_detection(monkeypatch):
     import torch
 
-    from cca.reports import provenance
+    from cca import provenance
 
     def no_driver(*args, **kwargs):
         raise RuntimeError("Found no NVIDIA driver on your system")
