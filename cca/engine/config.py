@@ -142,6 +142,9 @@ class DetectionConfig(ExperimentConfig):
         require(self, 1 <= self.min_size <= self.max_size, "min_size", f"in [1, max_size={self.max_size}]")
         require(self, all(s >= 1 for s in self.lr_steps), "lr_steps", "positive iterations")
         require(self, 0.0 < self.lr_gamma <= 1.0, "lr_gamma", "in (0, 1]")
+        # Mask R-CNN computes its own losses: the segmentation criterion's settings cannot apply to it
+        require(self, not self.ohem, "ohem", "false for Mask R-CNN (it computes its own losses)")
+        require(self, self.ccl_weight == 0, "ccl_weight", "0 for Mask R-CNN (it computes its own losses)")
 
 
 CONFIG_TYPES = (ExperimentConfig, VideoConfig, DetectionConfig)
