@@ -90,14 +90,15 @@ class TrainingRun:
         """Whether ``last.pt`` (or ``last.pt.prev``) is there to resume from."""
         return self.files and (self.last.is_file() or checkpoint.previous_path(self.last).is_file())
 
-    def resume(self, map_location: str | torch.device = "cpu") -> int:
-        """Load ``last.pt`` (or ``last.pt.prev``) into :attr:`parts` if there is one; returns the iterations done.
+    def resume(self, map_location: str | torch.device = "cpu", load: bool = True) -> int:
+        """Load ``last.pt`` (or ``last.pt.prev``) into :attr:`parts` if there is one (and ``load``); returns the
+        iterations done.
 
         The whole checkpoint stays in :attr:`state` (``None`` without one) for what a loop keeps besides its
         parts (random generators, data position). Metrics rows past the checkpoint are moved aside.
         """
         self.state: dict[str, Any] | None = None
-        if self.has_checkpoint():
+        if load and self.has_checkpoint():
             state, path = checkpoint.load_or_fallback(self.last, map_location=map_location)
             if self.fmt is not None and state.get("format") != self.fmt:
                 raise checkpoint.CheckpointError(
