@@ -174,6 +174,13 @@ class TrainingRun:
             f"Last good checkpoint: {last}.{' ' + hint if hint else ''}"
         )
 
+    def diverged(self, it: int, terms: Mapping[str, float]) -> bool:
+        """The same guard for studies where divergence is a result: a ``diverged`` row and True (stop there)."""
+        if self.all_finite(terms):
+            return False
+        self.metrics.write({"type": "diverged", "iter": it, **terms})
+        return True
+
     def step(self, it: int, loss: torch.Tensor, terms: dict[str, float], optimizer: Any, scheduler: Any) -> dict[str, Any]:
         """One optimiser step on ``loss`` (its parts: ``terms``) after the finite-loss guard, then
         :meth:`step_done` with the row ``{loss, *terms, lr}``."""
