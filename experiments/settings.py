@@ -72,7 +72,7 @@ def synthetic_root(settings: Any, runs_dir: Path) -> Path:
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:
-    """The settings a row's run reads (its type's ``USED_FIELDS``, else every field), as JSON values."""
+    """The settings of a row's run (every field of its settings dataclass), as JSON values."""
     def clean(value: Any) -> Any:
         if isinstance(value, (tuple, list)):
             return [clean(v) for v in value]
@@ -80,8 +80,7 @@ def settings_dict(settings: Any) -> dict[str, Any]:
             return str(value)
         return value
 
-    names = getattr(settings, "USED_FIELDS", None) or [f.name for f in dataclasses.fields(settings)]
-    return {name: clean(getattr(settings, name)) for name in names}
+    return {f.name: clean(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
 
 
 def settings_hash(table: Table, row: Row, settings: Any) -> str:

@@ -68,3 +68,58 @@ def test_table9_3d_row_without_ohem_or_ccl_leaves_them_out(tmp_path, monkeypatch
     video.train_3d(cfg)
     rows = [r for r in runlog.read_jsonl(cfg.run_dir / "metrics.jsonl") if r["type"] == "train"]
     assert rows and all(r["ccl"] == 0.0 for r in rows)
+
+
+# ------------------------------------------------------------------------------ one settings contract
+def test_settings_that_are_not_a_training_run_are_small_dataclasses_of_their_own():
+    """Table 5's profiling settings: no engine fields they would ignore; the engine's one parser names
+    an unknown key with the valid ones and a bad (H, W) with what it takes."""
+    from cca.engine.config import ExperimentConfig
+    from cca.engine.parsing import apply_overrides
+    from experiments.table05_efficiency import SMOKE, EfficiencySettings
+
+    assert not isinstance(SMOKE, ExperimentConfig)
+    assert [f.name for f in dataclasses.fields(EfficiencySettings)] == [
+        "block", "count", "recurrence", "backbone", "batch_size", "crop_size", "step", "device"]
+    assert apply_overrides(SMOKE, ["crop_size=97", "step=inference"]).crop_size == (97, 97)
+    with pytest.raises(ValueError, match="unknown setting 'lr'; valid settings: block, count, recurrence"):
+        apply_overrides(SMOKE, ["lr=0.1"])
+    with pytest.raises(TypeError, match="'crop_size' expects H,W"):
+        apply_overrides(SMOKE, ["crop_size=1,2,3"])
+    for bad in ("count=0", "crop_size=0,5", "step=both", "device=tpu"):
+        with pytest.raises(ValueError, match=repr(bad.split("=")[0])):
+            apply_overrides(SMOKE, [bad])
+
+
+def test_the_size_fields_are_named_once_by_their_type():
+    from cca.engine.config import ExperimentConfig, VideoConfig
+    from cca.engine.parsing import size_fields
+    from experiments.table05_efficiency import EfficiencySettings
+
+    assert size_fields(ExperimentConfig) == ("synthetic_size", "crop_size", "eval_crop", "eval_stride")
+    assert size_fields(VideoConfig) == size_fields(ExperimentConfig)
+    assert size_fields(EfficiencySettings) == ("crop_size",)
+    with pytest.raises(TypeError, match="'eval_stride' expects H,W"):
+        apply_overrides(ExperimentConfig(), ["eval_stride=a,b"])
+    with pytest.raises(ValueError, match="'eval_crop' must be positive"):
+        apply_overrides(ExperimentConfig(), ["eval_crop=0,4"])
+
+
+# Result hashes name the rows' results on disk; these were computed before the profiling settings became
+# a dataclass of their own and must not drift (every table's rows were compared when the change was made).
+PINNED_TABLE5_HASHES = [
+    ("smoke", "rcca_r2", "9b6b879780f7f3c3"),
+    ("full", "rcca_r2", "3913aebc79118ae3"),
+    ("full", "nonlocal_x2_batch2", "a098f14b2f291dbd"),
+    ("smoke", "baseline", "cf977db11724de1e"),
+]
+
+
+@pytest.mark.parametrize("scale, key, expected", PINNED_TABLE5_HASHES)
+def test_table5_result_hashes_do_not_change(scale, key, expected):
+    from experiments.common import Options, row_settings
+    from experiments.settings import settings_hash
+    from experiments.table05_efficiency import TABLE
+
+    row = next(r for r in TABLE.rows if r.key == key)
+    assert settings_hash(TABLE, row, row_settings(TABLE, row, Options(scale=scale))) == expected

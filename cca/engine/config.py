@@ -1,9 +1,9 @@
 """Experiment settings: one frozen dataclass read top to bottom, named presets, ``key=value`` overrides.
 
-A run is fully described by one :class:`ExperimentConfig` (extended by :class:`VideoConfig` and
-:class:`DetectionConfig` where a table needs more, and outside the engine by table 5's
-``EfficiencySettings`` and the mechanism studies' ``MechanismSettings``, which name the fields
-they read in ``USED_FIELDS``); it is saved as ``config.json`` beside the run's
+A training run is fully described by one :class:`ExperimentConfig` (extended by :class:`VideoConfig`
+and :class:`DetectionConfig` where a table needs more; experiments that are not a segmentation training
+run, table 5's profiling and the mechanism studies, have small settings dataclasses of their own, parsed
+by the same :func:`apply_overrides`); it is saved as ``config.json`` beside the run's
 checkpoints and metrics. Overrides from the command line (``--set key=value``) are parsed against the
 field's type (:mod:`cca.engine.parsing`, the one parser); an unknown key is an error that lists the
 valid ones, a value out of range an error naming the setting and its valid range::
@@ -23,10 +23,16 @@ import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from cca._io import atomic_write_json
-from cca.engine.parsing import apply_overrides, check_fields, parse_value  # noqa: F401  (the one parser, re-exported)
+from cca.engine.parsing import (  # noqa: F401  (the one parser, re-exported)
+    apply_overrides,
+    check_fields,
+    parse_value,
+    size_fields,
+    to_json_dict,
+)
 
 AMP_DTYPES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -93,19 +99,9 @@ class ExperimentConfig:
     log_every: int = 1  # one metrics.jsonl row every K iterations
     output_dir: str = ""  # "" -> runs/<name>
 
-    # The settings a run of this type reads, in reading order (None: every field). An extension for a
-    # harness outside the engine (table 5's profiler, the CPU mechanism studies) names its own: its
-    # reports, dry runs and result hashes show and hash those, not the engine's settings it ignores.
-    USED_FIELDS: ClassVar[tuple[str, ...] | None] = None
-
     def __post_init__(self) -> None:
         check_fields(self)
         _check_values(self)
-
-    def used_settings(self) -> dict[str, Any]:
-        """``{name: JSON value}`` of :attr:`USED_FIELDS` (every field when None), in that order."""
-        names = self.USED_FIELDS if self.USED_FIELDS is not None else field_names(type(self))
-        return {name: _jsonable(getattr(self, name)) for name in names}
 
     @property
     def run_dir(self) -> Path:
@@ -113,7 +109,7 @@ class ExperimentConfig:
         return Path(self.output_dir or Path("runs") / self.name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        return to_json_dict(self)
 
 
 @dataclass(frozen=True)
@@ -242,7 +238,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
     need(cfg.lr > 0, "lr", "> 0")
     need(0.0 < cfg.warmup_ratio <= 1.0, "warmup_ratio", "in (0, 1]")
     need(0.0 <= cfg.ohem_thresh <= 1.0, "ohem_thresh", "in [0, 1]")
-    for key in ("crop_size", "synthetic_size", "eval_crop", "eval_stride"):
+    for key in size_fields(type(cfg)):
         value = getattr(cfg, key)
         need(value is None or all(v > 0 for v in value), key, "positive (H, W)")
     need(_finite(cfg.eval_scales) and all(s > 0 for s in cfg.eval_scales), "eval_scales", "finite positive scales, e.g. 0.75,1,1.25")
@@ -256,6 +252,3 @@ def _check_values(cfg: ExperimentConfig) -> None:
     need(cfg.ccl_variance in ("piecewise", "hinge"), "ccl_variance", "'piecewise' or 'hinge'")
     need(bool(cfg.name), "name", "a non-empty string")
 
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value

@@ -45,6 +45,9 @@ LOOP_FORMAT = "cca.engine.loop/1"
 class TrainingRun:
     """One training run's files in ``directory`` (default ``cfg.run_dir``); use as a context manager.
 
+    ``cfg``: the run's settings, an :class:`~cca.engine.config.ExperimentConfig` or any settings dataclass
+    with ``iterations``, ``log_every`` and ``checkpoint_every`` (and ``name``, ``to_dict()`` where used).
+
     ``fmt``: the checkpoint's ``format`` tag, checked on resume (``None``: neither written nor checked, for
     checkpoints made before the tag existed). ``main``: this process writes the files and holds the lock
     (rank 0 of a distributed run). ``files=False``: no directory at all.
@@ -52,7 +55,7 @@ class TrainingRun:
 
     def __init__(
         self,
-        cfg: ExperimentConfig,
+        cfg: ExperimentConfig | Any,
         parts: Mapping[str, Any] | None = None,
         *,
         directory: str | Path | None = None,
@@ -65,7 +68,7 @@ class TrainingRun:
         self.fmt = fmt
         self.files = files
         self.main = main and files
-        self.dir = Path(directory) if directory is not None else cfg.run_dir
+        self.dir = Path(directory) if directory is not None else (cfg.run_dir if files else Path())
         self.last = self.dir / "last.pt"
         self.metrics = runlog.MetricsLog(self.dir / "metrics.jsonl", enabled=self.main)
         self.iteration = 0

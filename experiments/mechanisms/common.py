@@ -136,7 +136,7 @@ def run_named(planned: list[tuple[str, Job]], workers: int, force: bool) -> list
 
 
 def dry_run(settings: MechanismSettings, variants: Mapping[str, Variant]) -> int:
-    for key in settings.used_settings():
+    for key in settings.to_dict():
         print(f"{key} = {getattr(settings, key)!r}")
     for name, variant in variants.items():
         print(f"variant {name}: {variant}")

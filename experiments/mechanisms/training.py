@@ -204,7 +204,7 @@ def _train_loop(settings, variant, seed, run: TrainingRun, train, val, generator
     run.metrics.write({"type": "eval", "iter": it, "miou": final["miou"], "gamma": gammas})
     evals.append({"type": "eval", "iter": it, "miou": final["miou"], "gamma": gammas})
     if run.files:
-        save({"settings": settings.used_settings(), "variant": variant.spec(), "model": model.state_dict()},
+        save({"settings": settings.to_dict(), "variant": variant.spec(), "model": model.state_dict()},
              run.dir / "model.pt")
     return {
         "variant": variant.label,
