@@ -22,6 +22,7 @@ from cca.engine.config import DetectionConfig
 from cca.engine.distributed import resolve_device
 from cca.engine.loop import TrainingRun
 from cca.engine.metrics import evaluate_coco
+from experiments.cache import produces
 
 AP_METRICS = ("box_ap", "mask_ap", "box_ap50", "mask_ap50")
 
@@ -97,6 +98,7 @@ def evaluate(model: torch.nn.Module, dataset, device: torch.device) -> dict[str,
     }
 
 
+@produces(version=1)  # raise when a change to the detection loop changes the numbers
 def detection_runner(table, row, settings: DetectionConfig, options, directory: Path) -> dict[str, float]:
     """Table 8's runner: box / mask AP and AP50 in percent (as the paper prints them)."""
     from experiments.rows import as_percent

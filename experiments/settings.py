@@ -8,12 +8,11 @@ parser (:func:`cca.engine.parsing.apply_overrides`: unknown keys and bad values 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.cache import identity_hash, result_key
 from experiments.spec import SYNTHETIC_AUTO, Options, Row, Table
 
 BACKBONE_NAMES = {"resnet101": "ResNet-101", "resnet50": "ResNet-50"}  # as the paper's tables print them
@@ -83,11 +82,20 @@ def settings_dict(settings: Any) -> dict[str, Any]:
     return {f.name: clean(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
 
 
-def settings_hash(table: Table, row: Row, settings: Any) -> str:
-    """Hash of what decides a row's result (the run directory itself excluded)."""
+def row_identity(table: Table, row: Row, settings: Any) -> dict[str, Any]:
+    """What decides a row's result: the table, the row and its resolved settings (the run directory excluded)."""
     data = {k: v for k, v in settings_dict(settings).items() if k != "output_dir"}
-    blob = json.dumps({"table": table.number, "row": row.key, "settings": data}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return {"table": table.number, "row": row.key, "settings": data}
+
+
+def row_key(table: Table, row: Row, settings: Any) -> str:
+    """The row's result key (:func:`experiments.cache.result_key`): its identity with its runner's code version."""
+    return result_key(row_identity(table, row, settings), table.runner)
+
+
+def settings_hash(table: Table, row: Row, settings: Any) -> str:
+    """The settings-only key of the row results written before :mod:`experiments.cache` (still read back)."""
+    return identity_hash(row_identity(table, row, settings))
 
 
 def row_label(row: Row, settings: Any) -> str:

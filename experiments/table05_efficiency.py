@@ -21,6 +21,7 @@ from pathlib import Path
 from cca._io import atomic_write_json
 from cca.engine.config import DEVICES, require
 from cca.engine.parsing import check_fields
+from experiments.cache import produces
 from experiments.common import Options, Row, Table, run_dir
 
 STEPS = ("training", "inference")
@@ -62,6 +63,7 @@ SMOKE = EfficiencySettings(crop_size=(193, 193))  # a quarter of the side: secon
 _BASELINES: dict = {}  # (backbone, input, step, device) -> the baseline network's measurement, shared by the rows
 
 
+@produces(version=1)  # raise when a change to the profiling changes the numbers
 def profile_runner(table: Table, row: Row, settings: EfficiencySettings, options: Options, directory: Path) -> dict:
     if settings.block == "ratio":
         return _ratio(table, options)

@@ -22,6 +22,7 @@ from cca.engine.distributed import resolve_device
 from cca.engine.loop import TrainingRun
 from cca.engine.metrics import ConfusionMatrix
 from cca.engine.schedule import poly_scheduler
+from experiments.cache import produces
 
 METRICS = ("miou", "pixel_acc", "mean_acc")
 
@@ -79,6 +80,7 @@ def evaluate_3d(model: torch.nn.Module, val_set, frame: int, device: torch.devic
     return {k: float(result[k]) for k in METRICS}
 
 
+@produces(version=1)  # raise when a change to the 3D loop or the engine changes the numbers
 def video_runner(table, row, cfg: VideoConfig, options, directory: Path) -> dict[str, float]:
     """Table 9's runner: the 3D row through :func:`train_3d`, the per-frame row through the engine; percent."""
     from experiments.rows import as_percent, train_runner

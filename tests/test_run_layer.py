@@ -123,3 +123,66 @@ def test_table5_result_hashes_do_not_change(scale, key, expected):
 
     row = next(r for r in TABLE.rows if r.key == key)
     assert settings_hash(TABLE, row, row_settings(TABLE, row, Options(scale=scale))) == expected
+
+
+# ------------------------------------------------------------------------------ one result cache rule
+def test_a_result_key_is_the_settings_with_the_producers_declared_code_version():
+    from experiments.cache import code_version, is_current, produces, result_key
+
+    def make(version):
+        @produces(version=version)
+        def producer():
+            return None
+
+        return producer
+
+    identity = {"settings": {"lr": 0.1}, "seed": 0}
+    v1, v2 = make(1), make(2)
+    assert code_version(v2) == 2 and result_key(identity, v1) != result_key(identity, v2)
+    assert result_key(identity, v1) == result_key(dict(reversed(identity.items())), make(1))
+    with pytest.raises(TypeError, match="declares no code version"):
+        result_key(identity, lambda: None)
+    with pytest.raises(ValueError, match="version must be an integer >= 1"):
+        produces(version=0)
+    key = result_key(identity, v1)
+    assert is_current({"settings_hash": key, "commit": "anything"}, key, v1)  # the commit is not compared
+    assert not is_current({"settings_hash": "other"}, key, v1) and not is_current(None, key, v1)
+    # a record written before the rule (no code_version) is read back under its settings-only key at version 1
+    assert is_current({"settings_hash": "old", "commit": "abc"}, key, v1, legacy_key="old")
+    assert not is_current({"settings_hash": "old", "commit": "abc"}, key, v2, legacy_key="old")
+    assert not is_current({"settings_hash": "old", "code_version": 1}, key, v1, legacy_key="old")
+
+
+def test_a_table_row_written_before_the_rule_is_read_back_and_a_new_commit_reruns_nothing(tmp_path, monkeypatch):
+    import json
+
+    from experiments import rows
+    from experiments.cache import produces
+    from experiments.common import Options, Row, Table, row_settings, run_dir
+    from experiments.settings import row_key, settings_hash
+    from experiments.table05_efficiency import SMOKE
+
+    calls = []
+
+    @produces(version=1)
+    def runner(table, row, settings, options, directory):
+        calls.append(row.key)
+        return {"gflops": 1.0}
+
+    table = Table(number=98, topic="demo", title="demo", metrics=("gflops",), rows=(Row("a", "A"),), full=SMOKE,
+                  smoke=SMOKE, kind="profile", runner=runner, shows_full="-", shows_smoke="-")
+    options = Options(runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
+    row = table.rows[0]
+    settings = row_settings(table, row, options)
+    directory = run_dir(table, row, options)
+    directory.mkdir(parents=True)
+    old = {"table": 98, "row": "a", "scale": "smoke", "metrics": {"gflops": 7.0}, "commit": "0ld",
+           "settings_hash": settings_hash(table, row, settings)}
+    (directory / "result.json").write_text(json.dumps(old))
+    assert rows.run_row(table, row, options)["metrics"] == {"gflops": 7.0} and calls == []
+    record = rows.run_row(table, row, Options(**{**options.__dict__, "force": True}))
+    assert calls == ["a"] and record["settings_hash"] == row_key(table, row, settings) and record["code_version"] == 1
+    import cca.provenance
+
+    monkeypatch.setattr(cca.provenance, "git_commit", lambda: "another commit")
+    assert rows.run_row(table, row, options)["metrics"] == {"gflops": 1.0} and calls == ["a"]

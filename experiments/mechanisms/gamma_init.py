@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 
 from experiments.mechanisms.common import Study
+from experiments.mechanisms.reports import write_gamma
 from experiments.mechanisms.settings import MechanismSettings, Variant
 
 SUCCESS_MIOU_PCT = 90.0  # "learned": val mIoU >= 90% at two evaluations in a row
@@ -30,7 +31,7 @@ STUDY = Study(
         "gamma0": Variant("RCCA R=2, gamma init 0 (paper)", gamma_init=0.0),
         "gamma1": Variant("RCCA R=2, gamma init 1", gamma_init=1.0),
     },
-    writer="experiments.mechanisms.reports:write_gamma",
+    writer=write_gamma,
     success_miou_pct=SUCCESS_MIOU_PCT,
 )
 

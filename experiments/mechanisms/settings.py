@@ -6,8 +6,8 @@ and type-checked by the engine's one parser (:mod:`cca.engine.parsing`); the tra
 engine's names (``iterations``, ``batch_size``, ``lr``, ``ccl_weight``, ``log_every``, ``eval_every``,
 ``checkpoint_every``), as the run layer reads them. :class:`Variant` says which context block a run
 uses and what is added to it (gamma at init, the category consistent loss, the clip length). A run's
-identity (:func:`run_key`, the name of its directory under ``runs/mechanisms/``) hashes
-:meth:`MechanismSettings.identity`. The paper's values are read from ``experiments/paper/``
+identity (:func:`experiments.mechanisms.training.run_key`, the name of its directory under
+``runs/mechanisms/``) hashes :meth:`MechanismSettings.identity`. The paper's values are read from ``experiments/paper/``
 (``tables_tpami.csv``, ``settings_tpami.csv``; the shared copy ``../shared/paper/`` when the
 project's is not there yet), never typed here.
 """
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -31,7 +29,6 @@ PAPER_DIRS = (ROOT / "experiments" / "paper", ROOT.parent / "shared" / "paper", 
 TASKS = ("long_range", "temporal_cue")
 BLOCKS = ("none", "rcca", "nonlocal", "hv", "vh", "hv_vh")
 CCL_FORMS = ("piecewise", "hinge")
-CODE_VERSION = 1  # bump when a change to the training code changes results (invalidates cached runs)
 NOT_IN_IDENTITY = ("seeds", "checkpoint_every")  # how many runs, how often a checkpoint: not what a run computes
 
 
@@ -143,13 +140,6 @@ class Variant:
         if data["ccl_centres"] == "image":  # the default is left out: run keys made before the field existed stay valid
             data.pop("ccl_centres")
         return data
-
-
-def run_key(settings: MechanismSettings, variant: Variant, seed: int) -> str:
-    """A hash of what decides a run's numbers (not the seeds list, not the checkpoint cadence)."""
-    data = {"settings": settings.identity(), "variant": variant.spec(), "seed": seed, "code": CODE_VERSION}
-    blob = json.dumps(data, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------- paper values

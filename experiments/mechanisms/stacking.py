@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 from experiments.mechanisms.common import Study
+from experiments.mechanisms.reports import write_stacking
 from experiments.mechanisms.settings import MechanismSettings, Variant
 
 STUDY = Study(
@@ -26,7 +27,7 @@ STUDY = Study(
         "hv": Variant("+HV: row attention, then column attention", block="hv"),
         "hv_vh": Variant("+HV&VH: row-then-column + column-then-row, summed", block="hv_vh"),
     },
-    writer="experiments.mechanisms.reports:write_stacking",
+    writer=write_stacking,
     success_miou_pct=90.0,  # as the CCL study: val mIoU >= 90% and no NaN/inf loss
 )
 

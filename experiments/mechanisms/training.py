@@ -5,7 +5,9 @@ with fallback, resume, log, the finite-loss guard in its "divergence is a result
 (train rows with the loss terms, gamma, the CCL features' norm and the CCL / cross-entropy gradient ratio; eval
 rows with val mIoU), ``last.pt`` while it trains (:func:`cca.engine.checkpoint.save`, atomic; a killed
 run resumes from it and repeats exactly the same steps), then ``model.pt`` and ``result.json``
-(atomic). A run whose ``result.json`` carries the same :func:`run_key` is not trained again.
+(atomic). A run whose ``result.json`` carries the same :func:`run_key` is not trained again (the one
+cache rule of :mod:`experiments.cache`: the run's settings, variant and seed with :func:`train_one`'s
+declared code version).
 
 Seeds are exact: every run uses one thread (``torch.set_num_threads(1)``), so the same seed gives
 the same numbers whatever the number of worker processes.
@@ -27,8 +29,9 @@ from torch.nn import functional as F
 from cca.engine.checkpoint import previous_path, rng_state, save, set_rng_state
 from cca.engine.loop import TrainingRun
 from cca.engine.runlog import read_jsonl
+from experiments.cache import code_version, is_current, produces, result_key
 from experiments.mechanisms.model import build_model, gamma_values
-from experiments.mechanisms.settings import MechanismSettings, Variant, ccl_loss, run_key
+from experiments.mechanisms.settings import MechanismSettings, Variant, ccl_loss
 
 
 def feature_statistics(feat: torch.Tensor, label: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -127,6 +130,7 @@ def _train_row(settings: MechanismSettings, it: int, loss, ce, terms, space, out
     return row
 
 
+@produces(version=1)  # raise when a change to the training changes a run's numbers (re-trains every run)
 def train_one(
     settings: MechanismSettings, variant: Variant, seed: int, directory: Path | None = None
 ) -> dict[str, Any]:
@@ -221,6 +225,12 @@ def _train_loop(settings, variant, seed, run: TrainingRun, train, val, generator
     }
 
 
+def run_key(settings: MechanismSettings, variant: Variant, seed: int) -> str:
+    """A run's key (its directory's name): what decides its numbers (not the seeds list, not the checkpoint
+    cadence) with :func:`train_one`'s code version; unchanged from the keys of the runs on disk."""
+    return result_key({"settings": settings.identity(), "variant": variant.spec(), "seed": seed}, train_one)
+
+
 def _job(args: tuple[MechanismSettings, Variant, int, str]) -> dict[str, Any]:
     settings, variant, seed, directory = args
     from cca._io import atomic_write_json
@@ -228,7 +238,8 @@ def _job(args: tuple[MechanismSettings, Variant, int, str]) -> dict[str, Any]:
 
     path = Path(directory)
     result = train_one(settings, variant, seed, directory=path)
-    result.update({"settings_hash": run_key(settings, variant, seed), "commit": git_commit()})
+    result.update({"settings_hash": run_key(settings, variant, seed), "code_version": code_version(train_one),
+                   "commit": git_commit()})
     atomic_write_json(path / "result.json", result)
     for done in (path / "last.pt", previous_path(path / "last.pt")):  # a finished run needs no checkpoint
         done.unlink(missing_ok=True)
@@ -241,7 +252,7 @@ def cached_result(directory: Path, key: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     old = json.loads(path.read_text())
-    return old if old.get("settings_hash") == key else None
+    return old if is_current(old, key, train_one) else None
 
 
 def run_jobs(

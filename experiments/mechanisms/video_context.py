@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 
 from experiments.mechanisms.common import Study
+from experiments.mechanisms.reports import write_video
 from experiments.mechanisms.settings import MechanismSettings, Variant
 
 STUDY = Study(
@@ -38,7 +39,7 @@ STUDY = Study(
         "ccnet3d_t1": Variant("3D RCCA R=2, T=1 (centre frame)", clip_frames=1),
         "ccnet3d_t5": Variant("3D RCCA R=2, T=5", clip_frames=5),
     },
-    writer="experiments.mechanisms.reports:write_video",
+    writer=write_video,
     success_miou_pct=90.0,
 )
 
