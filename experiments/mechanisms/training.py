@@ -155,6 +155,9 @@ def train_one(
         return _train_loop(settings, variant, seed, run, (train_x, train_y), val, generator, ccl, projection)
 
 
+PRODUCER = train_one  # what the runs' keys name (kept when train_one is wrapped or replaced, e.g. in tests)
+
+
 def _train_loop(settings, variant, seed, run: TrainingRun, train, val, generator, ccl, projection) -> dict[str, Any]:
     """The steps of :func:`train_one` from its checkpoint (or the start) to the final evaluation."""
     (train_x, train_y), (model, optimiser) = train, (run.parts["model"], run.parts["optimizer"])
@@ -228,7 +231,7 @@ def _train_loop(settings, variant, seed, run: TrainingRun, train, val, generator
 def run_key(settings: MechanismSettings, variant: Variant, seed: int) -> str:
     """A run's key (its directory's name): what decides its numbers (not the seeds list, not the checkpoint
     cadence) with :func:`train_one`'s code version; unchanged from the keys of the runs on disk."""
-    return result_key({"settings": settings.identity(), "variant": variant.spec(), "seed": seed}, train_one)
+    return result_key({"settings": settings.identity(), "variant": variant.spec(), "seed": seed}, PRODUCER)
 
 
 def _job(args: tuple[MechanismSettings, Variant, int, str]) -> dict[str, Any]:
@@ -238,7 +241,7 @@ def _job(args: tuple[MechanismSettings, Variant, int, str]) -> dict[str, Any]:
 
     path = Path(directory)
     result = train_one(settings, variant, seed, directory=path)
-    result.update({"settings_hash": run_key(settings, variant, seed), "code_version": code_version(train_one),
+    result.update({"settings_hash": run_key(settings, variant, seed), "code_version": code_version(PRODUCER),
                    "commit": git_commit()})
     atomic_write_json(path / "result.json", result)
     for done in (path / "last.pt", previous_path(path / "last.pt")):  # a finished run needs no checkpoint
@@ -252,7 +255,7 @@ def cached_result(directory: Path, key: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     old = json.loads(path.read_text())
-    return old if is_current(old, key, train_one) else None
+    return old if is_current(old, key, PRODUCER) else None
 
 
 def run_jobs(
