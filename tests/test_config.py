@@ -8,15 +8,14 @@ import pytest
 
 from cca.__main__ import COMMANDS, main
 from cca.engine.config import (
-    PRESETS,
     ExperimentConfig,
     apply_overrides,
     config_from_dict,
     field_names,
-    get_config,
     load_config,
     save_config,
 )
+from cca.engine.presets import PRESETS, get_config
 
 
 def test_presets_exist_and_are_valid():

@@ -8,7 +8,7 @@ checkpoints and metrics. Overrides from the command line (``--set key=value``) a
 field's type (:mod:`cca.engine.parsing`, the one parser); an unknown key is an error that lists the
 valid ones, a value out of range an error naming the setting and its valid range::
 
-    cfg = get_config("smoke")
+    cfg = presets.get_config("smoke")
     cfg = apply_overrides(cfg, ["iterations=50", "crop_size=32,64", "pretrained=none"])
     save_config(cfg, "runs/smoke/config.json")
 
@@ -190,21 +190,6 @@ def diff(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, tuple[Any, Any]]
     """Settings that differ between two configs: ``{key: (a_value, b_value)}``."""
     return {f.name: (getattr(a, f.name), getattr(b, f.name)) for f in fields(a)
             if getattr(a, f.name) != getattr(b, f.name, None)}
-
-
-def get_config(name: str) -> ExperimentConfig:
-    """The preset called ``name`` (:mod:`cca.engine.presets`), or the config saved in a ``.json`` at that path."""
-    from cca.engine import presets
-
-    return presets.get_config(name)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "PRESETS":  # the registry lives in cca.engine.presets (it imports this module)
-        from cca.engine.presets import PRESETS
-
-        return PRESETS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
