@@ -113,6 +113,27 @@ def test_cca_never_imports_experiments():
     assert wrong == [], "cca/ must not read experiments/:\n" + "\n".join(wrong)
 
 
+# Where a cca module may import another cca module inside a function, and why (everywhere else such an
+# import is at the top of the module, where the dependency graph shows it):
+LAZY_CCA_IMPORTS = {
+    "cca/__main__.py": "the command line loads only what the chosen subcommand runs",
+    "cca/profiling/__main__.py": "the command line loads only what the chosen subcommand runs",
+    "cca/ops/_extension.py": "the compiler discovery (_toolkit) only when the kernels are built",
+    "cca/reports/attention.py": "plots and render import matplotlib, a heavy optional dependency",
+}
+
+
+def test_imports_of_cca_inside_functions_only_where_a_reason_is_stated():
+    known = set(modules())
+    lazy = []
+    for name, path in modules().items():
+        where = path.relative_to(ROOT).as_posix()
+        for target, line, nested in imported(path, name, known):
+            if nested and target.startswith("cca") and where not in LAZY_CCA_IMPORTS:
+                lazy.append(f"{where}:{line} imports {target} inside a function")
+    assert lazy == [], "\n".join(lazy)
+
+
 def test_cca_has_no_import_cycle():
     edges, _ = graph()
     assert len(edges) > 50  # every module of the package was read

@@ -14,8 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from cca import models
+from cca.data import build_dataset, synthetic, transforms
 from cca.engine import distributed
 from cca.engine.config import DetectionConfig, ExperimentConfig, VideoConfig
+from cca.losses import CategoryConsistentLoss, CCNetCriterion
 
 log = logging.getLogger("cca.engine")
 
@@ -29,8 +32,6 @@ def ensure_synthetic_data(cfg: ExperimentConfig, info: distributed.DistInfo | No
     if not cfg.synthetic:
         return
     if info is None or info.local_rank == 0:  # None: a single-process loop
-        from cca.data import synthetic
-
         root = Path(cfg.data_root)
         if not root.is_dir() or not any(root.iterdir()):
             log.info("writing synthetic %s data to %s", cfg.dataset, root)
@@ -51,8 +52,6 @@ def _clips(cfg: ExperimentConfig) -> dict[str, int]:
 
 
 def build_train_set(cfg: ExperimentConfig):
-    from cca.data import build_dataset, transforms
-
     if isinstance(cfg, DetectionConfig):
         return build_dataset(cfg.dataset, cfg.data_root, cfg.train_split, transform=transforms.DetectionTransform(flip=cfg.flip))
     transform = transforms.TrainTransform(crop_size=tuple(cfg.crop_size), scale_range=tuple(cfg.scale_range), flip=cfg.flip)
@@ -60,8 +59,6 @@ def build_train_set(cfg: ExperimentConfig):
 
 
 def build_val_set(cfg: ExperimentConfig):
-    from cca.data import build_dataset, transforms
-
     if isinstance(cfg, DetectionConfig):
         return build_dataset(cfg.dataset, cfg.data_root, cfg.val_split)
     return build_dataset(cfg.dataset, cfg.data_root, cfg.val_split, transform=transforms.EvalTransform(), **_clips(cfg))
@@ -70,8 +67,6 @@ def build_val_set(cfg: ExperimentConfig):
 def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     """The segmentor of ``cfg.model`` (with the CCL projection when ``ccl_channels`` is set), or Mask R-CNN
     (with RCCA when ``rcca``) for a :class:`DetectionConfig`."""
-    from cca import models
-
     if isinstance(cfg, DetectionConfig):
         return models.build_mask_rcnn(
             num_classes, backbone=cfg.backbone, rcca=cfg.rcca, recurrence=cfg.recurrence, pretrained=cfg.pretrained,
@@ -84,8 +79,6 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
 
 
 def build_criterion(cfg: ExperimentConfig, ignore_index: int = 255) -> nn.Module:
-    from cca.losses import CategoryConsistentLoss, CCNetCriterion
-
     return CCNetCriterion(
         aux_weight=cfg.aux_weight,
         ohem=cfg.ohem,

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from cca.engine import checkpoint, runlog
 from cca.engine.config import ExperimentConfig, save_config
@@ -151,8 +152,6 @@ class TrainingRun:
     # ------------------------------------------------------------------------------ steps
     def progress(self, start: int) -> Iterator[int]:
         """Iterations ``start + 1 .. cfg.iterations`` under a progress bar showing the last step's loss."""
-        from tqdm.auto import tqdm  # a progress bar only for the loops that show one
-
         with tqdm(total=self.cfg.iterations, initial=start, desc=f"train {self.cfg.name}", dynamic_ncols=True,
                   disable=not self.main) as bar:
             for it in range(start + 1, self.cfg.iterations + 1):

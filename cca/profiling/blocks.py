@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cca.nn import CONTEXT_BLOCKS, build_context_block
+from cca.ops import use_extension
 from cca.profiling.flops import count_flops, count_parameters
 from cca.profiling.latency import latency
 from cca.profiling.memory import peak_memory
@@ -35,8 +37,6 @@ ATTENTION_BLOCKS = ("cca", "rcca")  # blocks whose FLOPs must contain the criss-
 
 def block_names() -> tuple[str, ...]:
     """Every block that can be profiled: ``cca.nn.CONTEXT_BLOCKS``."""
-    from cca.nn import CONTEXT_BLOCKS
-
     return tuple(CONTEXT_BLOCKS)
 
 
@@ -47,8 +47,6 @@ def build_block(name: str, in_channels: int, recurrence: int = 2) -> nn.Module:
         raise ValueError(f"unknown block {name!r}; valid blocks: {', '.join(names)}")
     if not isinstance(recurrence, int) or recurrence < 1:
         raise ValueError(f"recurrence must be an int >= 1, got recurrence={recurrence!r}")
-    from cca.nn import build_context_block
-
     kwargs = {"recurrence": recurrence} if name == "rcca" else {}
     return build_context_block(name, in_channels, **kwargs)
 
@@ -114,8 +112,6 @@ def profile_block(
             for mode in ("forward", "forward_backward")
         }
         times = {mode: result["median_ms"] for mode, result in details.items()}
-    from cca.ops import use_extension
-
     return {
         "block": name,
         "recurrence": recurrence if name == "rcca" else None,

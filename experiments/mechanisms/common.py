@@ -22,7 +22,6 @@ from experiments.mechanisms.training import run_jobs, run_key
 
 RUNS = Path("runs") / "mechanisms"
 REPORTS = Path("reports")
-CLAIMS = REPORTS / "claims"
 
 Job = tuple[MechanismSettings, Variant, int, Path]
 Results = list[dict[str, Any]]  # one dict per run (result.json + "name", its arm)

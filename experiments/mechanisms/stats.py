@@ -83,11 +83,6 @@ def wilson_interval(successes: int, runs: int) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def interval_text(values: Sequence[float], digits: int = 1) -> str:
-    lo, hi = t_interval(values)
-    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
 def succeeded(result: dict[str, Any], threshold_pct: float) -> bool:
     """A run succeeds when its val mIoU reaches ``threshold_pct`` and its loss never became NaN/inf."""
     return (not result.get("diverged")) and result["miou"] is not None and float(result["miou"]) >= threshold_pct
