@@ -125,7 +125,7 @@ def smoke_of(full: Any, **changes: Any) -> Any:
 
     Tiny backbone without pretrained weights, CPU, synthetic data in the dataset's own format
     (written under ``runs/data/synthetic/<parameters>`` on first use: 32 train / 8 val images), 64-pixel
-    crops, global batch 8, 300 iterations (measured: about 4 minutes per row on 2 CPU cores), whole-image evaluation.
+    crops, global batch 8, 300 iterations, whole-image evaluation.
     ``changes`` adjust it per table.
     """
     iterations = changes.pop("iterations", 300)

@@ -1,6 +1,6 @@
 """Table 2: Cityscapes val, the number of recurrent loops R of the criss-cross attention (0, 1, 2, 3).
 
-    nox -s reproduce_table2                                  # smoke: CPU, synthetic data, about 20 minutes
+    nox -s reproduce_table2                                  # smoke: CPU, synthetic data
     nox -s reproduce_table2 -- --scale full --data-root data/cityscapes --pretrained weights/resnet101.pth \\
         --device cuda --nproc 4
 

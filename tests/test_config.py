@@ -121,7 +121,7 @@ def test_bad_value_types_are_rejected(item, expected):
         ("device=tpu", "device"),
         ("crop_size=0,32", "crop_size"),
         ("warmup_ratio=0", "warmup_ratio"),
-        # issue 12 item 8: accepted, then a crash much later; now rejected at parse with the valid range
+        # once accepted, then a crash much later; now rejected at parse with the valid range
         ("eval_scales=inf", "eval_scales"),
         ("eval_scales=1,nan", "eval_scales"),
         ("scale_range=1,inf", "scale_range"),

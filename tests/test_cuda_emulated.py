@@ -257,7 +257,7 @@ def test_a_barrier_is_refused_not_run_wrong(emulated):
         emulated.launch_barrier_kernel()
 
 
-# ---------------------------------------------------------------- infinite values (issue 12, item 4)
+# ---------------------------------------------------------------- infinite values
 @pytest.mark.parametrize("case", ["2d", "2d-W1", "3d"])
 def test_infinite_value_matches_brute_force(emulated, make_tensor, case):
     """inf in ``value`` through the CUDA kernels' aggregation: inf (or NaN for inf - inf) exactly where

@@ -406,7 +406,7 @@ def test_eval_transform_normalises_only():
         ({"crop_size": 0}, ValueError),
         ({"crop_size": (1, 2, 3)}, TypeError),
         ({"crop_size": 8, "scale_range": (2.0, 1.0)}, ValueError),
-        ({"crop_size": 8, "scale_range": (1.0, float("inf"))}, ValueError),  # issue 12 item 8: not at the first crop
+        ({"crop_size": 8, "scale_range": (1.0, float("inf"))}, ValueError),  # refused at once, not at the first crop
         ({"crop_size": 8, "scale_range": (float("nan"), 1.0)}, ValueError),
         ({"crop_size": 8, "scale_range": (0.5, 1.0, 2.0)}, ValueError),
         ({"crop_size": 8, "scale_range": ("0.5", 1.0)}, TypeError),

@@ -64,7 +64,7 @@ BAD_CALLS = [
     ("key-bool", cca.ca_weight, (Q, t(2, 4, 5, 6, dtype=torch.bool)), TypeError, r"key.*bool"),
     ("query-complex", cca.ca_weight, (Q.to(torch.complex64),) * 2, TypeError, r"query.*complex64"),
     ("attention-int", cca.ca_map, (A.long(), V), TypeError, r"attention.*int64"),
-    # float8 (floating point, but no kernel): the supported dtypes are named at once (issue 12, item 8)
+    # float8 (floating point, but no kernel): the supported dtypes are named at once
     (
         "query-float8",
         cca.criss_cross_attention,

@@ -1,4 +1,4 @@
-"""The README's operator snippet runs as written, in a fresh interpreter (issue 12, item 9), and
+"""The README's operator snippet runs as written, in a fresh interpreter, and
 ``import cca`` gives the submodules on attribute access (``cca.nn.RCCA``)."""
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def _with_infinities(value: torch.Tensor, generator: torch.Generator) -> torch.T
 @pytest.mark.parametrize("case", list(INF_CASES))
 def test_infinite_value_matches_brute_force(backend, make_tensor, case):
     """inf in ``value`` gives inf (or NaN for inf - inf) exactly where the sum over the criss-cross
-    set does, never NaN from ``0 x inf`` at the pixel itself (issue 12, item 4)."""
+    set does, never NaN from ``0 x inf`` at the pixel itself."""
     n, cq, c, t, h, w = INF_CASES[case]
     q, k = make_tensor((n, cq, t, h, w)), make_tensor((n, cq, t, h, w))
     generator = torch.Generator().manual_seed(int(make_tensor((1,)).abs().item() * 1e6))

@@ -1,4 +1,4 @@
-"""A run a user can trust (issue 12): one run per directory, resume that finishes what is missing,
+"""A run a user can trust: one run per directory, resume that finishes what is missing,
 checkpoints that fall back or fail in one line, a full disk named, Ctrl-C in one line."""
 
 from __future__ import annotations

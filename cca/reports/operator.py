@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "results" / "benchmarks" / "runs"
 MODULES = ("rcca_r1", "rcca_r2", "nonlocal")  # impl names recorded by tests/benchmarks/test_bench_modules.py
 REGENERATE = "nox -s bench && nox -s report"
-TARGET_SPEEDUP = 1.5  # issue 15: forward and forward+backward at least 1.5x the einsum formulation
+TARGET_SPEEDUP = 1.5  # the operator's target: forward and forward+backward at least 1.5x the einsum formulation
 
 
 def load_runs(results_dir: str | Path = RESULTS_DIR) -> list[dict]:
@@ -156,7 +156,7 @@ def target_line(runs: list[dict]) -> str:
     lowest = [value for run in runs if (value := lowest_median(operator_frame(run["groups"]))) is not None]
     met = sum(value >= TARGET_SPEEDUP for value in lowest)
     return (
-        f"Target of issue 15 (every median ratio ours vs einsum >= {TARGET_SPEEDUP}x, forward and "
+        f"Target (every median ratio ours vs einsum >= {TARGET_SPEEDUP}x, forward and "
         f"forward+backward): **met in {met} of the {len(lowest)} listed runs**"
         + (f" (lowest median in any run: {min(lowest):.3f}x)." if lowest else ".")
     )
@@ -194,7 +194,7 @@ def build(runs: list[dict], out_dir: str | Path) -> Path:
     if not modules.empty:
         frames.append(("Context modules: RCCA (R=1, R=2) vs the non-local block (`modules.csv`)", modules))
     notes = [
-        f"Target (issue 15): ours at least {TARGET_SPEEDUP}x the einsum formulation, forward and forward+backward, "
+        f"Target: ours at least {TARGET_SPEEDUP}x the einsum formulation, forward and forward+backward, "
         "on every run; peak memory no higher than before (0.65x of the reference).",
         "peak = the peak of the CPU allocator's live bytes during one forward+backward above what was live before.",
         "The machine is shared (other jobs run beside the benchmark): absolute times vary from run to run, the "

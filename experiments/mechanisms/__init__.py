@@ -1,4 +1,4 @@
-"""CPU mechanism experiments (issue 16): each tests one mechanism the paper's claims rest on, with seeds and intervals.
+"""CPU mechanism experiments: each tests one mechanism the paper's claims rest on, with seeds and intervals.
 
 * :mod:`.ccl_stability`: the category consistent loss, piecewise vs quadratic distance, 10 seeds;
 * :mod:`.video_context`: the 3D criss-cross attention's time axis (CCNet3D T=1 vs T=5);

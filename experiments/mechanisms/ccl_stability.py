@@ -1,7 +1,7 @@
 """The category consistent loss's stability: R=2 without the CCL, with the quadratic (hinge) and with the
 piecewise distance, 10 seeds each, on the long-range task (``cca.data.long_range``).
 
-    python -m experiments.mechanisms.ccl_stability            # nox -s mechanism_ccl: ~10 minutes on 2 CPU cores
+    python -m experiments.mechanisms.ccl_stability            # nox -s mechanism_ccl
     python -m experiments.mechanisms.ccl_stability --dry-run  # the settings and the planned runs
 
 The paper (TPAMI, CCL table): the piecewise distance trains successfully 9 times in 10, the quadratic

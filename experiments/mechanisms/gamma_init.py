@@ -1,7 +1,7 @@
 """The zero-initialised gamma: RCCA R=2 with gamma = 0 at init (the paper) vs 1, val mIoU and gamma
 against the iteration, on the long-range task (``cca.data.long_range``), 5 seeds each.
 
-    python -m experiments.mechanisms.gamma_init            # nox -s mechanism_gamma: ~10 minutes on 2 CPU cores
+    python -m experiments.mechanisms.gamma_init            # nox -s mechanism_gamma
     python -m experiments.mechanisms.gamma_init --dry-run
 
 With gamma = 0 the block starts as the identity, and the signal that travels two hops (cue -> pixel in

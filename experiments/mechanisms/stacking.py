@@ -1,7 +1,7 @@
 """Row/column stacking vs criss-cross: horizontal attention then vertical (+HV), both orders summed
 (+HV&VH), and criss-cross R=2, on the long-range task (``cca.data.long_range``), 5 seeds each.
 
-    python -m experiments.mechanisms.stacking            # nox -s mechanism_stacking: ~5 minutes on 2 CPU cores
+    python -m experiments.mechanisms.stacking            # nox -s mechanism_stacking
     python -m experiments.mechanisms.stacking --dry-run
 
 The paper's context table has +HV and +HV&VH rows beside +RCCA (values not in our sources). On the

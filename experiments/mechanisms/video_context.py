@@ -2,7 +2,7 @@
 temporal-cue clips (``cca.data.temporal_cue``: the centre frame's label needs the same pixel in another
 frame), 5 seeds each.
 
-    python -m experiments.mechanisms.video_context            # nox -s mechanism_video: ~6 minutes on 2 CPU cores
+    python -m experiments.mechanisms.video_context            # nox -s mechanism_video
     python -m experiments.mechanisms.video_context --dry-run
 
 The paper (CamVid test): CCNet3D T=1 77.9 vs T=5 79.1 mIoU. The model here is the tiny segmenter with
