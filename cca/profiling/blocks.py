@@ -58,6 +58,18 @@ def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
+def _check_profile_arguments(input_shape: Sequence[int], device: str, repeats: int) -> tuple[int, int, int, int]:
+    """The checked ``(N, C, H, W)`` of :func:`profile_block`; ValueError naming a bad device or repeat count."""
+    shape = _check_shape(input_shape)
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got device={device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch.cuda.is_available() is False (no GPU here)")
+    if not isinstance(repeats, int) or repeats < 0:
+        raise ValueError(f"repeats must be an int >= 0, got repeats={repeats!r}")
+    return shape
+
+
 def profile_block(
     name: str,
     input_shape: Sequence[int] = PAPER_INPUT,
@@ -84,13 +96,7 @@ def profile_block(
         dict with ``block``, ``input``, ``gflops``, ``params``, ``peak_memory_mib``, ``memory_method``,
         ``latency_ms`` (``{"forward", "forward_backward"}`` medians), ``device`` and the details.
     """
-    shape = _check_shape(input_shape)
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got device={device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch.cuda.is_available() is False (no GPU here)")
-    if not isinstance(repeats, int) or repeats < 0:
-        raise ValueError(f"repeats must be an int >= 0, got repeats={repeats!r}")
+    shape = _check_profile_arguments(input_shape, device, repeats)
     if memory_method == "auto":
         memory_method = "cuda" if device == "cuda" else "fake"
     block = build_block(name, shape[1], recurrence)
