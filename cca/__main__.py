@@ -47,7 +47,7 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from cca.engine.config import PRESETS
+    from cca.engine.presets import PRESETS
 
     parser.add_argument(
         "--config", required=True, metavar="NAME", help=f"a preset ({', '.join(PRESETS)}) or a path to a config.json"
@@ -60,9 +60,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from cca.engine import config as config_mod
+    from cca.engine.presets import get_config
 
     try:
-        cfg = config_mod.get_config(args.config)
+        cfg = get_config(args.config)
         overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])
         cfg = config_mod.apply_overrides(cfg, overrides)
     except (ValueError, TypeError) as err:

@@ -42,7 +42,7 @@ def longrange_model(seed: int = 0) -> tuple[torch.nn.Module, longrange.LongRange
     """The long-range R=2 model of ``seed`` (trained now if ``runs/longrange/r2_s<seed>/model.pt`` is missing)."""
     settings = longrange.LongRangeSettings()
     path = longrange.RUNS / f"r2_s{seed}" / "model.pt"
-    wanted = {k: v for k, v in settings.used_settings().items() if k != "seeds"}
+    wanted = {k: v for k, v in settings.to_dict().items() if k != "seeds"}
     state = load_checkpoint(path) if path.is_file() else None
     saved = {k: v for k, v in (state or {}).get("settings", {}).items() if k != "seeds"}
     if state is None or saved != wanted:

@@ -1,12 +1,12 @@
 """COCO instance segmentation with Mask R-CNN, with or without RCCA: training loop and COCO evaluation.
 
 The segmentation engine (``cca.engine``) trains dense-prediction models; a detector needs lists of
-images and targets and COCO's box/mask AP, so table 8 has this small loop of its own, built from the
-engine's pieces: settings (:class:`cca.engine.config.DetectionConfig`), ``cca.models.build_mask_rcnn``,
-``cca.data`` (COCO layout, synthetic writer), SGD with linear warm-up and step decay (the standard Mask
-R-CNN schedule), ``cca.engine.metrics.evaluate_coco``, and the engine's run files
-(:class:`cca.engine.loop.LoopRun`: lock, checkpoints with fallback, resume, ``metrics.jsonl``,
-``metrics.json`` in fractions). Single process (``--nproc`` is not supported for this table).
+images and targets and COCO's box/mask AP, so table 8 has a step of its own on the engine's pieces:
+settings (:class:`cca.engine.config.DetectionConfig`), data (COCO layout, synthetic writer), Mask R-CNN
+and SGD from :mod:`cca.engine.builders`, linear warm-up and step decay (the standard Mask R-CNN
+schedule), ``cca.engine.metrics.evaluate_coco``, and the run layer (:class:`cca.engine.loop.TrainingRun`:
+lock, checkpoints with fallback, resume, finite-loss guard, ``metrics.jsonl``, ``metrics.json`` in
+fractions). Single process (``--nproc`` is not supported for this table).
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from cca.data.coco import collate
+from cca.engine import builders
 from cca.engine.config import DetectionConfig
+from cca.engine.distributed import resolve_device
+from cca.engine.loop import TrainingRun
+from cca.engine.metrics import evaluate_coco
+from experiments.cache import produces
 
 AP_METRICS = ("box_ap", "mask_ap", "box_ap50", "mask_ap50")
 
@@ -27,29 +33,6 @@ def lr_factor(settings: DetectionConfig, it: int) -> float:
     if it < settings.warmup_iters:
         factor *= settings.warmup_ratio + (1 - settings.warmup_ratio) * it / settings.warmup_iters
     return factor
-
-
-def _datasets(settings: DetectionConfig):
-    from cca.data import build_dataset, synthetic
-    from cca.data.transforms import DetectionTransform
-
-    if settings.synthetic:
-        synthetic.write(
-            settings.dataset, settings.data_root, num_train=settings.synthetic_num_train,
-            num_val=settings.synthetic_num_val, size=tuple(settings.synthetic_size), seed=settings.seed,
-        )
-    train = build_dataset(settings.dataset, settings.data_root, settings.train_split, transform=DetectionTransform(flip=settings.flip))
-    val = build_dataset(settings.dataset, settings.data_root, settings.val_split)
-    return train, val
-
-
-def build_model(settings: DetectionConfig, num_classes: int) -> torch.nn.Module:
-    from cca.models import build_mask_rcnn
-
-    return build_mask_rcnn(
-        num_classes, backbone=settings.backbone, rcca=settings.rcca, recurrence=settings.recurrence,
-        pretrained=settings.pretrained, min_size=settings.min_size, max_size=settings.max_size,
-    )
 
 
 def _batches(length: int, batch: int, seed: int, start: int):
@@ -64,22 +47,20 @@ def _batches(length: int, batch: int, seed: int, start: int):
 
 
 def train(settings: DetectionConfig) -> dict[str, float]:
-    """Train and evaluate; writes ``settings.run_dir``'s run files; returns COCO AP / AP50 as fractions."""
-    from cca.data.coco import collate
-    from cca.engine.distributed import resolve_device
-    from cca.engine.loop import LoopRun
-
+    """Train and evaluate; writes ``settings.run_dir``'s run files; returns COCO AP / AP50 as fractions.
+    Data, model and optimiser come from :mod:`cca.engine.builders` (Mask R-CNN computes its own losses)."""
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
-    train_set, val_set = _datasets(settings)
+    builders.ensure_synthetic_data(settings)
+    train_set, val_set = builders.build_train_set(settings), builders.build_val_set(settings)
     if len(train_set) < settings.batch_size:
         raise ValueError(f"the {settings.train_split} set has {len(train_set)} images, fewer than batch_size={settings.batch_size}")
-    model = build_model(settings, train_set.num_classes).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    model = builders.build_model(settings, train_set.num_classes).to(device)
+    optimizer = builders.build_optimizer(model, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(settings, it))
-    with LoopRun(settings) as run:
-        start = run.resume(model, optimizer, scheduler)
+    with TrainingRun(settings, {"model": model, "optimizer": optimizer, "scheduler": scheduler}) as run:
+        start = run.resume()
+        run.write_config()
         if start >= settings.iterations and run.finished():
             return {k: float(run.read_metrics()[k]) for k in AP_METRICS}
         batches = _batches(len(train_set), settings.batch_size, settings.seed, start)
@@ -90,7 +71,7 @@ def train(settings: DetectionConfig) -> dict[str, float]:
             targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
             losses = model(images, targets)
             terms = {k: float(v.detach()) for k, v in losses.items()}
-            run.step(it, sum(losses.values()), terms, model, optimizer, scheduler)
+            run.step(it, sum(losses.values()), terms, optimizer, scheduler)
         metrics = evaluate(model, val_set, device)
         run.finish(metrics)
     return {k: metrics[k] for k in AP_METRICS}
@@ -99,8 +80,6 @@ def train(settings: DetectionConfig) -> dict[str, float]:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, device: torch.device) -> dict[str, float]:
     """COCO box and mask AP / AP50 (fractions) of ``model`` on ``dataset`` (a ``cca.data.coco.COCODetection``)."""
-    from cca.engine.metrics import evaluate_coco
-
     model.eval()
     predictions = {}
     for index in tqdm(range(len(dataset)), desc="eval", leave=False, dynamic_ncols=True):
@@ -119,6 +98,7 @@ def evaluate(model: torch.nn.Module, dataset, device: torch.device) -> dict[str,
     }
 
 
+@produces(version=1)  # raise when a change to the detection loop changes the numbers
 def detection_runner(table, row, settings: DetectionConfig, options, directory: Path) -> dict[str, float]:
     """Table 8's runner: box / mask AP and AP50 in percent (as the paper prints them)."""
     from experiments.rows import as_percent

@@ -1,6 +1,6 @@
 """Beyond the paper: does R=2 reach context that R=1 cannot? A long-range ablation that runs on CPU.
 
-    python experiments/longrange.py              # nox -s reproduce_longrange: ~5-10 minutes on 2 CPU cores
+    python experiments/longrange.py              # nox -s reproduce_longrange
     python experiments/longrange.py --dry-run    # the settings and the planned runs
     python experiments/longrange.py --seeds 0    # one seed per variant (faster)
 

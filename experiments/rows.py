@@ -1,8 +1,9 @@
 """Running one row: resumable, locked, never losing an earlier result; the engine runner of training rows.
 
-Results go to ``runs/tableNN/<scale>/<row>/result.json`` with the hash of the settings and the commit; a
-row whose result exists for the same settings and commit is skipped (``--force`` re-runs it), an
-interrupted training run with the same settings and commit resumes from its ``last.pt``. A row that
+Results go to ``runs/tableNN/<scale>/<row>/result.json`` with their key (:mod:`experiments.cache`: the
+resolved settings and the runner's declared code version) and, as provenance, the commit; a row whose
+result exists for the same key is skipped (``--force`` re-runs it), an interrupted training run with the
+same key resumes from its ``last.pt``. A row that
 fails leaves its earlier ``result.json`` in place: the report keeps showing it.
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cca._io import atomic_write_json
-from experiments.settings import data_label, row_label, row_settings, run_dir, settings_dict, settings_hash
+from experiments.cache import code_version, is_current, produces
+from experiments.settings import data_label, row_key, row_label, row_settings, run_dir, settings_dict, settings_hash
 from experiments.spec import ROOT, Options, Row, Table
 
 RESULT = "result.json"
@@ -61,26 +63,28 @@ def _clear(directory: Path) -> None:
 
 
 def run_row(table: Table, row: Row, options: Options) -> dict[str, Any]:
-    """Run one row unless its result exists for the same settings and commit; returns the result record."""
+    """Run one row unless its result exists for the same key; returns the result record."""
     from cca.engine.lock import RunLock
     from cca.provenance import git_commit, provenance
 
     settings = row_settings(table, row, options)
     label = row_label(row, settings)
     directory = run_dir(table, row, options)
-    digest, commit = settings_hash(table, row, settings), git_commit()
+    digest, commit, version = row_key(table, row, settings), git_commit(), code_version(table.runner)
+    legacy = settings_hash(table, row, settings)  # the key of results written before the one cache rule
     result_path, state_path = directory / RESULT, directory / "state.json"
     previous = read_json(result_path)
-    if previous and not options.force and previous.get("settings_hash") == digest and previous.get("commit") == commit:
-        print(f"[table {table.number}] {row.key}: result exists for these settings and commit, skipped (--force re-runs)")
+    if not options.force and is_current(previous, digest, table.runner, legacy):
+        print(f"[table {table.number}] {row.key}: result exists for these settings and code, skipped (--force re-runs)")
         return previous
     directory.mkdir(parents=True, exist_ok=True)
     with RunLock(directory, ".row.lock"):  # a second `run.py` on this row fails at once, naming this one
         state = read_json(state_path)
-        resume = bool(state and not options.force and state.get("settings_hash") == digest and state.get("commit") == commit)
+        resume = not options.force and is_current(state, digest, table.runner, legacy)
         if not resume:
             _clear(directory)
-        atomic_write_json(state_path, {"settings_hash": digest, "commit": commit, "settings": settings_dict(settings)})
+        atomic_write_json(state_path, {"settings_hash": digest, "code_version": version, "commit": commit,
+                                       "settings": settings_dict(settings)})
         start = time.time()
         how = "starting"
         if resume:
@@ -98,6 +102,7 @@ def run_row(table: Table, row: Row, options: Options) -> dict[str, Any]:
             "dataset": data_label(settings),
             "metrics": metrics,  # in the paper's units (percent for mIoU, accuracies and AP)
             "settings_hash": digest,
+            "code_version": version,
             "commit": commit,
             "dirty": prov["dirty"],
             "hardware": prov["hardware"] + (f" x{options.nproc} processes" if options.nproc > 1 else ""),
@@ -128,6 +133,7 @@ def as_percent(value: float) -> float:
     return 100.0 * float(value)
 
 
+@produces(version=1)  # raise when a change to the engine's training or evaluation changes the numbers
 def train_runner(table: Table, row: Row, cfg: Any, options: Options, directory: Path) -> dict[str, float]:
     """Train + evaluate one row through the engine (``torchrun -m cca train`` when ``--nproc > 1``);
     returns the engine's metrics in percent."""

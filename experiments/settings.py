@@ -8,12 +8,11 @@ parser (:func:`cca.engine.parsing.apply_overrides`: unknown keys and bad values 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.cache import identity_hash, result_key
 from experiments.spec import SYNTHETIC_AUTO, Options, Row, Table
 
 BACKBONE_NAMES = {"resnet101": "ResNet-101", "resnet50": "ResNet-50"}  # as the paper's tables print them
@@ -72,7 +71,7 @@ def synthetic_root(settings: Any, runs_dir: Path) -> Path:
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:
-    """The settings a row's run reads (its type's ``USED_FIELDS``, else every field), as JSON values."""
+    """The settings of a row's run (every field of its settings dataclass), as JSON values."""
     def clean(value: Any) -> Any:
         if isinstance(value, (tuple, list)):
             return [clean(v) for v in value]
@@ -80,15 +79,23 @@ def settings_dict(settings: Any) -> dict[str, Any]:
             return str(value)
         return value
 
-    names = getattr(settings, "USED_FIELDS", None) or [f.name for f in dataclasses.fields(settings)]
-    return {name: clean(getattr(settings, name)) for name in names}
+    return {f.name: clean(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+
+
+def row_identity(table: Table, row: Row, settings: Any) -> dict[str, Any]:
+    """What decides a row's result: the table, the row and its resolved settings (the run directory excluded)."""
+    data = {k: v for k, v in settings_dict(settings).items() if k != "output_dir"}
+    return {"table": table.number, "row": row.key, "settings": data}
+
+
+def row_key(table: Table, row: Row, settings: Any) -> str:
+    """The row's result key (:func:`experiments.cache.result_key`): its identity with its runner's code version."""
+    return result_key(row_identity(table, row, settings), table.runner)
 
 
 def settings_hash(table: Table, row: Row, settings: Any) -> str:
-    """Hash of what decides a row's result (the run directory itself excluded)."""
-    data = {k: v for k, v in settings_dict(settings).items() if k != "output_dir"}
-    blob = json.dumps({"table": table.number, "row": row.key, "settings": data}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """The settings-only key of the row results written before :mod:`experiments.cache` (still read back)."""
+    return identity_hash(row_identity(table, row, settings))
 
 
 def row_label(row: Row, settings: Any) -> str:
@@ -118,7 +125,7 @@ def smoke_of(full: Any, **changes: Any) -> Any:
 
     Tiny backbone without pretrained weights, CPU, synthetic data in the dataset's own format
     (written under ``runs/data/synthetic/<parameters>`` on first use: 32 train / 8 val images), 64-pixel
-    crops, global batch 8, 300 iterations (measured: about 4 minutes per row on 2 CPU cores), whole-image evaluation.
+    crops, global batch 8, 300 iterations, whole-image evaluation.
     ``changes`` adjust it per table.
     """
     iterations = changes.pop("iterations", 300)

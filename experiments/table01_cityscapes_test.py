@@ -1,6 +1,6 @@
 """Table 1: Cityscapes test set, comparison with the state of the art (CCNet, ResNet-101: 81.9 mIoU).
 
-    nox -s reproduce_table1                                  # smoke: CPU, synthetic data, about 4 minutes
+    nox -s reproduce_table1                                  # smoke: CPU, synthetic data
     nox -s reproduce_table1 -- --scale full --data-root data/cityscapes --pretrained weights/resnet101.pth \\
         --device cuda --nproc 4                              # the paper's setting on 4 GPUs
 

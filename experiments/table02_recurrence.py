@@ -1,6 +1,6 @@
 """Table 2: Cityscapes val, the number of recurrent loops R of the criss-cross attention (0, 1, 2, 3).
 
-    nox -s reproduce_table2                                  # smoke: CPU, synthetic data, about 20 minutes
+    nox -s reproduce_table2                                  # smoke: CPU, synthetic data
     nox -s reproduce_table2 -- --scale full --data-root data/cityscapes --pretrained weights/resnet101.pth \\
         --device cuda --nproc 4
 
@@ -11,11 +11,13 @@ recommended setting, whose val mIoU the official README reports).
 from __future__ import annotations
 
 from cca.engine import presets
+from experiments.cache import produces
 from experiments.common import Row, Table, train_runner
 
 _INCREMENTS: dict = {}  # (recurrence, input) -> what RCCA with R loops adds to the network (measured once)
 
 
+@produces(version=1)  # raise when a change to the training or the profiling changes the numbers
 def recurrence_runner(table, row, cfg, options, directory) -> dict:
     """Train + evaluate the row, then add the GFLOPs and training memory that R loops add to the paper's
     network (ResNet-101, one 769x769 crop; table 5's measurement, :func:`cca.profiling.network.network_increment`)."""

@@ -17,37 +17,39 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from cca._io import atomic_write_json
-from cca.engine.config import ExperimentConfig, require
+from cca.engine.config import DEVICES, require
+from cca.engine.parsing import check_fields
+from experiments.cache import produces
 from experiments.common import Options, Row, Table, run_dir
 
 STEPS = ("training", "inference")
 
 
 @dataclass(frozen=True)
-class EfficiencySettings(ExperimentConfig):
-    """One network measured with and without its context block(s): the engine's settings (backbone,
-    recurrence, crops per GPU, crop size, device) plus the block, how many, and the step measured."""
+class EfficiencySettings:
+    """One network measured with and without its context block(s): a settings dataclass of its own (no
+    data, no training), parsed by the engine's one parser; every field is read. The network runs on fake
+    (meta) tensors on CPU, or random ones on a GPU."""
 
-    USED_FIELDS: ClassVar[tuple[str, ...]] = ("block", "count", "recurrence", "backbone", "batch_size", "crop_size", "step", "device")
-
-    name: str = "table05_efficiency"
-    backbone: str = "resnet50"  # the paper's efficiency table: ResNet-50, output stride 8
-    recurrence: int = 2  # loops of "rcca"
-    dataset: str | None = None  # no data: the network runs on fake (meta) tensors, or random ones on a GPU
-    crop_size: tuple[int, int] = (769, 769)  # (H, W) of the input crop
-    batch_size: int = 1  # crops per GPU in the measured step
-    device: str = "auto"  # "cuda" when present (measured memory), else "cpu" (fake-tensor model)
     block: str = "rcca"  # a name of cca.nn.CONTEXT_BLOCKS or of cca.profiling.variants; "fcn": the baseline (no context block)
     count: int = 1  # blocks in sequence (+NL x2: 2)
+    recurrence: int = 2  # loops of "rcca"
+    backbone: str = "resnet50"  # the paper's efficiency table: ResNet-50, output stride 8
+    batch_size: int = 1  # crops per GPU in the measured step
+    crop_size: tuple[int, int] = (769, 769)  # (H, W) of the input crop
     step: str = "training"  # "training" (forward + backward) or "inference" (forward alone)
+    device: str = "auto"  # "cuda" when present (measured memory), else "cpu" (fake-tensor model)
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self, self.count >= 1, "count", "a positive integer")
+        check_fields(self)
+        for key in ("count", "batch_size"):
+            require(self, getattr(self, key) >= 1, key, "a positive integer")
+        require(self, self.recurrence >= 0, "recurrence", "an integer >= 0")
+        require(self, all(v > 0 for v in self.crop_size), "crop_size", "positive (H, W)")
         require(self, self.step in STEPS, "step", f"one of {STEPS}")
+        require(self, self.device in DEVICES, "device", f"one of {DEVICES}")
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -61,6 +63,7 @@ SMOKE = EfficiencySettings(crop_size=(193, 193))  # a quarter of the side: secon
 _BASELINES: dict = {}  # (backbone, input, step, device) -> the baseline network's measurement, shared by the rows
 
 
+@produces(version=1)  # raise when a change to the profiling changes the numbers
 def profile_runner(table: Table, row: Row, settings: EfficiencySettings, options: Options, directory: Path) -> dict:
     if settings.block == "ratio":
         return _ratio(table, options)

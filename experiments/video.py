@@ -2,10 +2,11 @@
 
 The engine trains models whose output matches the label map ``(N, K, H, W)``; the 3D model maps a clip
 ``(N, 3, T, H, W)`` to ``(N, K, T, H, W)`` and CamVid labels only the clip's centre frame
-(``cca.data.camvid``, clip mode), so the 3D row has a loop of its own, built from the engine's pieces:
-settings (:class:`cca.engine.config.VideoConfig`), ``CCNetCriterion`` on the centre frame, SGD + poly
-schedule, ``ConfusionMatrix``, and the engine's run files (:class:`cca.engine.loop.LoopRun`: lock,
-checkpoints with fallback, resume, ``metrics.jsonl``, ``metrics.json`` in fractions). Single process.
+(``cca.data.camvid``, clip mode), so the 3D row has a step of its own on the engine's pieces: settings
+(:class:`cca.engine.config.VideoConfig`), data, model, criterion (OHEM and the CCL included) and optimiser
+from :mod:`cca.engine.builders`, the criterion on the centre frame, the poly schedule, ``ConfusionMatrix``,
+and the run layer (:class:`cca.engine.loop.TrainingRun`: lock, checkpoints with fallback, resume,
+finite-loss guard, ``metrics.jsonl``, ``metrics.json`` in fractions). Single process.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from pathlib import Path
 
 import torch
 
+from cca.engine import builders
 from cca.engine.config import VideoConfig
+from cca.engine.distributed import resolve_device
+from cca.engine.loop import TrainingRun
+from cca.engine.metrics import ConfusionMatrix
+from cca.engine.schedule import poly_scheduler
+from experiments.cache import produces
 
 METRICS = ("miou", "pixel_acc", "mean_acc")
 
@@ -25,44 +32,24 @@ def _centre(outputs: dict[str, torch.Tensor], frame: int) -> dict[str, torch.Ten
     return {k: (v[:, :, frame] if v.dim() == 5 else v) for k, v in outputs.items()}
 
 
-def _datasets(cfg: VideoConfig):
-    from cca.data import build_dataset, synthetic, transforms
-
-    if cfg.synthetic:
-        synthetic.write(cfg.dataset, cfg.data_root, num_train=cfg.synthetic_num_train,
-                        num_val=cfg.synthetic_num_val, size=tuple(cfg.synthetic_size), seed=cfg.seed)
-    train_tf = transforms.TrainTransform(crop_size=tuple(cfg.crop_size), scale_range=tuple(cfg.scale_range), flip=cfg.flip)
-    train_set = build_dataset(cfg.dataset, cfg.data_root, cfg.train_split, transform=train_tf, clip_length=cfg.clip_length)
-    val_set = build_dataset(cfg.dataset, cfg.data_root, cfg.val_split, transform=transforms.EvalTransform(),
-                            clip_length=cfg.clip_length)
-    if len(train_set) < cfg.batch_size:
-        raise ValueError(f"the {cfg.train_split} set has {len(train_set)} clips, fewer than batch_size={cfg.batch_size}")
-    return train_set, val_set
-
-
 def train_3d(cfg: VideoConfig) -> dict[str, float]:
     """Train CCNet3D on clips and evaluate the centre frames; writes ``cfg.run_dir``'s run files and
-    returns mIoU, pixel and mean accuracy as fractions."""
-    from cca import models
-    from cca.engine.builders import param_groups
-    from cca.engine.distributed import resolve_device
-    from cca.engine.loop import LoopRun
-    from cca.engine.metrics import ConfusionMatrix
-    from cca.engine.schedule import poly_scheduler
-    from cca.losses import CCNetCriterion
-
+    returns mIoU, pixel and mean accuracy as fractions. Data, model, loss (OHEM, CCL) and optimiser come
+    from :mod:`cca.engine.builders`, as for every engine run."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    train_set, val_set = _datasets(cfg)
+    builders.ensure_synthetic_data(cfg)
+    train_set, val_set = builders.build_train_set(cfg), builders.build_val_set(cfg)
+    if len(train_set) < cfg.batch_size:
+        raise ValueError(f"the {cfg.train_split} set has {len(train_set)} clips, fewer than batch_size={cfg.batch_size}")
     frame = cfg.clip_length // 2
-    model = models.build(cfg.model, train_set.num_classes, backbone=cfg.backbone,
-                         recurrence=cfg.recurrence, pretrained=cfg.pretrained).to(device)
-    criterion = CCNetCriterion(aux_weight=cfg.aux_weight, ignore_index=train_set.ignore_index).to(device)
-    optimizer = torch.optim.SGD(param_groups(model, cfg.lr, cfg.head_lr_mult), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    model = builders.build_model(cfg, train_set.num_classes).to(device)
+    criterion = builders.build_criterion(cfg, ignore_index=train_set.ignore_index).to(device)
+    optimizer = builders.build_optimizer(model, cfg)
     scheduler = poly_scheduler(optimizer, cfg.iterations, cfg.poly_power, cfg.warmup_iters, cfg.warmup_ratio)
-    with LoopRun(cfg) as run:
-        start = run.resume(model, optimizer, scheduler)
+    with TrainingRun(cfg, {"model": model, "optimizer": optimizer, "scheduler": scheduler}) as run:
+        start = run.resume()
+        run.write_config()
         if start >= cfg.iterations and run.finished():
             return {k: float(run.read_metrics()[k]) for k in METRICS}
         per_epoch = max(1, len(train_set) // cfg.batch_size)
@@ -74,20 +61,26 @@ def train_3d(cfg: VideoConfig) -> dict[str, float]:
             clips = torch.stack([c for c, _ in items]).to(device)
             labels = torch.stack([lab for _, lab in items]).to(device)
             loss, terms = criterion(_centre(model(clips), frame), labels)
-            run.step(it, loss, {k: float(v) for k, v in terms.items() if k != "loss"}, model, optimizer, scheduler)
-        model.eval()
-        matrix = ConfusionMatrix(val_set.num_classes, ignore_index=val_set.ignore_index)
-        with torch.no_grad():
-            for i in range(len(val_set)):
-                clip, label = val_set[i]
-                logits = _centre(model(clip.unsqueeze(0).to(device)), frame)["out"]
-                matrix.update(logits.argmax(1).cpu(), label.unsqueeze(0))
-        result = matrix.compute()
-        metrics = {k: float(result[k]) for k in METRICS}
+            run.step(it, loss, {k: float(v) for k, v in terms.items() if k != "loss"}, optimizer, scheduler)
+        metrics = evaluate_3d(model, val_set, frame, device)
         run.finish({**metrics, "num_clips": len(val_set)})
     return metrics
 
 
+@torch.no_grad()
+def evaluate_3d(model: torch.nn.Module, val_set, frame: int, device: torch.device) -> dict[str, float]:
+    """mIoU, pixel and mean accuracy (fractions) of ``model`` on the centre frames of ``val_set``'s clips."""
+    model.eval()
+    matrix = ConfusionMatrix(val_set.num_classes, ignore_index=val_set.ignore_index)
+    for i in range(len(val_set)):
+        clip, label = val_set[i]
+        logits = _centre(model(clip.unsqueeze(0).to(device)), frame)["out"]
+        matrix.update(logits.argmax(1).cpu(), label.unsqueeze(0))
+    result = matrix.compute()
+    return {k: float(result[k]) for k in METRICS}
+
+
+@produces(version=1)  # raise when a change to the 3D loop or the engine changes the numbers
 def video_runner(table, row, cfg: VideoConfig, options, directory: Path) -> dict[str, float]:
     """Table 9's runner: the 3D row through :func:`train_3d`, the per-frame row through the engine; percent."""
     from experiments.rows import as_percent, train_runner

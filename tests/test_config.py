@@ -8,15 +8,14 @@ import pytest
 
 from cca.__main__ import COMMANDS, main
 from cca.engine.config import (
-    PRESETS,
     ExperimentConfig,
     apply_overrides,
     config_from_dict,
     field_names,
-    get_config,
     load_config,
     save_config,
 )
+from cca.engine.presets import PRESETS, get_config
 
 
 def test_presets_exist_and_are_valid():
@@ -24,7 +23,6 @@ def test_presets_exist_and_are_valid():
     for name, cfg in PRESETS.items():
         assert cfg.name == name
         assert get_config(name) == cfg
-    assert get_config("cityscapes_r101_769") == PRESETS["ccnet_r101-d8_4xb2-60k_cityscapes-769x769"]  # old name
 
 
 def test_preset_names_tell_the_setup():
@@ -52,7 +50,7 @@ def test_smoke_preset_is_tiny_cpu_synthetic():
 
 def test_cityscapes_preset_is_the_papers_setting():
     """DESIGN.md: R-101, crop 769, batch 8, 60k iterations, lr 0.01, wd 1e-4, poly 0.9, R=2, aux 0.4, sliding eval."""
-    cfg = get_config("cityscapes_r101_769")
+    cfg = get_config("ccnet_r101-d8_4xb2-60k_cityscapes-769x769")
     assert (cfg.model, cfg.backbone, cfg.recurrence) == ("ccnet", "resnet101", 2)
     assert (cfg.dataset, cfg.crop_size, cfg.batch_size, cfg.iterations) == ("cityscapes", (769, 769), 8, 60000)
     assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.poly_power) == (0.01, 0.9, 1e-4, 0.9)
@@ -62,7 +60,7 @@ def test_cityscapes_preset_is_the_papers_setting():
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ValueError, match="smoke") as info:
         get_config("cityscapes_r102")
-    assert "cityscapes_r101_769" in str(info.value)
+    assert "ccnet_r101-d8_4xb2-60k_cityscapes-769x769" in str(info.value)
 
 
 def test_overrides_are_parsed_by_field_type():
@@ -123,7 +121,7 @@ def test_bad_value_types_are_rejected(item, expected):
         ("device=tpu", "device"),
         ("crop_size=0,32", "crop_size"),
         ("warmup_ratio=0", "warmup_ratio"),
-        # accepted, then a crash much later; now rejected at parse with the valid range
+        # once accepted, then a crash much later; now rejected at parse with the valid range
         ("eval_scales=inf", "eval_scales"),
         ("eval_scales=1,nan", "eval_scales"),
         ("scale_range=1,inf", "scale_range"),
@@ -168,7 +166,7 @@ def test_constructor_checks_types():
 
 
 def test_json_round_trip(tmp_path):
-    cfg = apply_overrides(get_config("cityscapes_r101_769"), ["eval_scales=0.5,1.0,1.75", "eval_crop=none"])
+    cfg = apply_overrides(get_config("ccnet_r101-d8_4xb2-60k_cityscapes-769x769"), ["eval_scales=0.5,1.0,1.75", "eval_crop=none"])
     path = save_config(cfg, tmp_path / "config.json", provenance={"command": "pytest"})
     data = json.loads(path.read_text())
     assert data["_provenance"] == {"command": "pytest"} and data["crop_size"] == [769, 769]

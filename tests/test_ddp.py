@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from cca.engine import checkpoint, runlog
-from cca.engine.config import apply_overrides, get_config, save_config
+from cca.engine.config import apply_overrides, save_config
+from cca.engine.presets import get_config
 
 
 def test_two_process_gloo_run_matches_single_process(tmp_path):

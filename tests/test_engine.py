@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from cca.engine import checkpoint, runlog
-from cca.engine.config import apply_overrides, get_config
+from cca.engine.config import apply_overrides
+from cca.engine.presets import get_config
 from cca.engine.sampling import InfiniteLoader, ResumableDistributedSampler, SeededSamples, ShardSampler
 from cca.engine.schedule import PolyWithWarmup, poly_scheduler
 from cca.engine.train import micro_batch_size

@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from experiments import common, run, spec  # noqa: E402
+from experiments.cache import produces  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # The machinery, on a fake table whose runner only records its calls
@@ -33,6 +34,7 @@ class FakeSettings:
 CALLS: list[tuple[str, int, float]] = []
 
 
+@produces(version=1)
 def fake_runner(table, row, settings, options, directory):
     CALLS.append((row.key, settings.iterations, settings.lr))
     (directory / "partial.txt").write_text("started")
@@ -254,7 +256,7 @@ def test_full_scale_is_the_papers_setting():
     assert tables[6].full.crop_size == (512, 512) and tables[6].full.batch_size == 16
     assert tables[7].full.crop_size == (473, 473)
     assert tables[5].full.input_shape == (1, 3, 769, 769) and tables[5].full.backbone == "resnet50"
-    assert tables[5].full.dataset is None and "iterations" not in common.settings_dict(tables[5].full)
+    assert getattr(tables[5].full, "dataset", None) is None and "iterations" not in common.settings_dict(tables[5].full)
     for number in (1, 2, 3, 4, 6, 7):
         smoke = tables[number].smoke
         assert smoke.backbone == "resnet18_tiny" and smoke.synthetic and smoke.device == "cpu"

@@ -25,13 +25,13 @@ NAN, INF = float("nan"), float("inf")
 
 # ------------------------------------------------------------------------- NaN through OHEM
 def test_ohem_of_all_nan_logits_is_nan():
-    """Issue 12 item 2, first reproducer (was 0)."""
+    """First reproducer (was 0)."""
     loss = OhemCrossEntropy()(torch.full((1, 19, 4, 4), NAN), torch.zeros(1, 4, 4, dtype=torch.long))
     assert math.isnan(loss.item())
 
 
 def test_ohem_with_one_nan_pixel_and_fewer_valid_than_min_kept_is_nan(make_tensor):
-    """Issue 12 item 2, second reproducer: the k-th value was NaN, so nothing was kept (loss 0)."""
+    """Second reproducer: the k-th value was NaN, so nothing was kept (loss 0)."""
     logits = make_tensor((1, 19, 4, 4), dtype=torch.float32)
     logits[0, :, 2, 1] = NAN
     target = torch.randint(0, 19, (1, 4, 4), generator=torch.Generator().manual_seed(0))
@@ -81,7 +81,7 @@ def test_criterion_with_ohem_reports_nan_main_and_zero_unused_terms(make_tensor)
 
 
 def test_ohem_run_with_infinite_lr_stops_through_the_non_finite_guard(tmp_path, capsys):
-    """Issue 12 item 2, training level: ``cca train --set lr=inf ohem=true aux_weight=0`` exited 0 with
+    """Training level: ``cca train --set lr=inf ohem=true aux_weight=0`` exited 0 with
     loss 0.0 and NaN weights; now the engine's non-finite guard stops it."""
     from cca.__main__ import main
     from cca.engine import runlog

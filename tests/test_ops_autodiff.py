@@ -1,5 +1,5 @@
 """Autodiff of the criss-cross ops beyond ``backward``: forward mode (``torch.func.jvp``,
-``torch.autograd.forward_ad``; never a silent zero tangent), tensors saved by
+``torch.autograd.forward_ad``: never a silent zero tangent), tensors saved by
 ``ctx.needs_input_grad``, and clear errors for what is not supported. On both backends, and on the
 ``cca_profiling`` ops (same registration, reference numerics, no compiler needed)."""
 

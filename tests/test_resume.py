@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from cca.engine import checkpoint, runlog
-from cca.engine.config import apply_overrides, get_config, save_config
+from cca.engine.config import apply_overrides, save_config
+from cca.engine.presets import get_config
 
 ITERATIONS = 12
 

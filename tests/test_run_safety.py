@@ -12,8 +12,9 @@ import torch
 
 from cca.__main__ import main
 from cca.engine import checkpoint
-from cca.engine.config import apply_overrides, get_config, save_config
+from cca.engine.config import apply_overrides, save_config
 from cca.engine.lock import RunLock, RunLockedError
+from cca.engine.presets import get_config
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +178,10 @@ def test_cli_run_on_cpu_prints_percent_and_no_cuda_notice(data_root, tmp_path):
 
 
 def test_loops_outside_the_engine_use_its_run_files(tmp_path):
-    """Mask R-CNN and 3D video loops (cca.engine.loop.LoopRun): lock, checkpoint + fallback, resume, log, metrics."""
+    """Mask R-CNN and 3D video loops (cca.engine.loop.TrainingRun): lock, checkpoint + fallback, resume, log, metrics."""
     from cca.engine import runlog
     from cca.engine.config import ExperimentConfig
-    from cca.engine.loop import LoopRun
+    from cca.engine.loop import TrainingRun
     from cca.engine.runtime import TrainingInterrupted
 
     cfg = ExperimentConfig(name="loop", output_dir=str(tmp_path / "run"), iterations=4, checkpoint_every=2)
@@ -188,30 +189,29 @@ def test_loops_outside_the_engine_use_its_run_files(tmp_path):
     def parts():
         model = torch.nn.Linear(2, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+        return {"model": model, "optimizer": optimizer, "scheduler": scheduler}
 
-    model, optimizer, scheduler = parts()
     with pytest.raises(TrainingInterrupted, match="interrupted at iteration 3; resumes from iteration 2"):
-        with LoopRun(cfg) as run:
-            assert run.resume(model, optimizer, scheduler) == 0
+        with TrainingRun(cfg, parts()) as run:
+            assert run.resume() == 0
             with pytest.raises(RunLockedError):
                 RunLock(tmp_path / "run").acquire()
             for it in (1, 2, 3):
-                run.step_done(it, {"loss": 1.0 / it}, model, optimizer, scheduler)
+                run.step_done(it, {"loss": 1.0 / it})
             raise KeyboardInterrupt
-    model2, optimizer2, scheduler2 = parts()
-    with LoopRun(cfg) as run:
-        assert run.resume(model2, optimizer2, scheduler2) == 2
+    with TrainingRun(cfg, parts()) as run:
+        assert run.resume() == 2
         assert [r["iter"] for r in runlog.read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
-        run.step_done(3, {"loss": 0.3}, model2, optimizer2, scheduler2)
-        run.step_done(4, {"loss": 0.25}, model2, optimizer2, scheduler2)
+        run.step_done(3, {"loss": 0.3})
+        run.step_done(4, {"loss": 0.25})
         assert not run.finished()
         run.finish({"miou": 0.5})
         assert run.finished() and run.read_metrics()["miou"] == 0.5
     with pytest.raises(checkpoint.CheckpointError, match="cannot be shortened"):
-        with LoopRun(apply_overrides(cfg, ["iterations=3"])) as run:
-            run.resume(*parts())
+        with TrainingRun(apply_overrides(cfg, ["iterations=3"]), parts()) as run:
+            run.resume()
     last = tmp_path / "run" / "last.pt"
     last.write_bytes(b"torn")
-    with LoopRun(cfg) as run:
-        assert run.resume(*parts()) == 2  # last.pt.prev: the checkpoint before the final one
+    with TrainingRun(cfg, parts()) as run:
+        assert run.resume() == 2  # last.pt.prev: the checkpoint before the final one

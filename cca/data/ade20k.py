@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cca.data.common import SegmentationDataset, label_lut
+from cca.data.common import label_lut
+from cca.data.segmentation import SegmentationDataset
 
 log = logging.getLogger("cca.data")
 

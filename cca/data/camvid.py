@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cca._checks import positive_int
-from cca.data.common import DataFileError, SegmentationDataset, label_lut
+from cca.data.common import DataFileError, label_lut
+from cca.data.segmentation import SegmentationDataset
 
 CLASS_NAMES = (
     "sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian", "bicyclist",

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cca.data.common import SegmentationDataset, label_lut
+from cca.data.common import label_lut
+from cca.data.segmentation import SegmentationDataset
 
 LAYOUT = """\
   ROOT/leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png

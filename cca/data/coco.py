@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cca.data.common import DataFileError, image_to_tensor, read_rgb, require_dir, require_file
+from cca.data.transforms import DetectionTransform
 
 log = logging.getLogger("cca.data")
 
@@ -59,8 +60,6 @@ class COCODetection(Dataset):
         skip_empty: bool | None = None,
         year: int = 2017,
     ) -> None:
-        from cca.data.transforms import DetectionTransform
-
         self.root = Path(root)
         self.split = split
         require_dir(self.root, "COCO root", LAYOUT)

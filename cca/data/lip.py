@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cca.data.common import SegmentationDataset, label_lut, require_dir, require_file
+from cca.data.common import label_lut, require_dir, require_file
+from cca.data.segmentation import SegmentationDataset
 
 CLASS_NAMES = (
     "background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",

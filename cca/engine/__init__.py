@@ -2,8 +2,8 @@
 
 Submodules load on first use (``import cca.engine`` stays light)::
 
-    from cca.engine import config, train, evaluate
-    cfg = config.get_config("smoke")
+    from cca.engine import presets, train
+    cfg = presets.get_config("smoke")
     train.train(cfg)
 """
 

@@ -1,4 +1,9 @@
-"""Settings -> objects: datasets (writing synthetic data on first use), model, criterion, optimiser."""
+"""Settings -> objects: datasets (writing synthetic data on first use), model, criterion, optimiser.
+
+The one place a run's settings become objects, for every training loop (the segmentation engine, the 3D
+video loop on clips, Mask R-CNN): a setting read here is honoured by all of them. ``VideoConfig`` with the
+clip model (``ccnet3d``) gets clip datasets; ``DetectionConfig`` gets COCO-layout datasets and Mask R-CNN.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from cca import models
+from cca.data import build_dataset, synthetic, transforms
 from cca.engine import distributed
-from cca.engine.config import ExperimentConfig
+from cca.engine.config import DetectionConfig, ExperimentConfig, VideoConfig
+from cca.losses import CategoryConsistentLoss, CCNetCriterion
 
 log = logging.getLogger("cca.engine")
 
 
-def ensure_synthetic_data(cfg: ExperimentConfig, info: distributed.DistInfo) -> None:
+def ensure_synthetic_data(cfg: ExperimentConfig, info: distributed.DistInfo | None = None) -> None:
     """With ``cfg.synthetic``, write synthetic ``cfg.dataset``-format data to ``cfg.data_root`` unless it is there.
 
     Local rank 0 writes (``cca.data.synthetic.write``: atomic, a no-op when the same data set exists,
@@ -23,9 +31,7 @@ def ensure_synthetic_data(cfg: ExperimentConfig, info: distributed.DistInfo) -> 
     """
     if not cfg.synthetic:
         return
-    if info.local_rank == 0:
-        from cca.data import synthetic
-
+    if info is None or info.local_rank == 0:  # None: a single-process loop
         root = Path(cfg.data_root)
         if not root.is_dir() or not any(root.iterdir()):
             log.info("writing synthetic %s data to %s", cfg.dataset, root)
@@ -40,22 +46,32 @@ def ensure_synthetic_data(cfg: ExperimentConfig, info: distributed.DistInfo) -> 
     distributed.barrier()
 
 
-def build_train_set(cfg: ExperimentConfig):
-    from cca.data import build_dataset, transforms
+def _clips(cfg: ExperimentConfig) -> dict[str, int]:
+    """``{"clip_length": T}`` for the clip model of a video run (datasets of ``(3, T, H, W)`` clips), else ``{}``."""
+    return {"clip_length": cfg.clip_length} if isinstance(cfg, VideoConfig) and cfg.model == "ccnet3d" else {}
 
+
+def build_train_set(cfg: ExperimentConfig):
+    if isinstance(cfg, DetectionConfig):
+        return build_dataset(cfg.dataset, cfg.data_root, cfg.train_split, transform=transforms.DetectionTransform(flip=cfg.flip))
     transform = transforms.TrainTransform(crop_size=tuple(cfg.crop_size), scale_range=tuple(cfg.scale_range), flip=cfg.flip)
-    return build_dataset(cfg.dataset, cfg.data_root, cfg.train_split, transform=transform)
+    return build_dataset(cfg.dataset, cfg.data_root, cfg.train_split, transform=transform, **_clips(cfg))
 
 
 def build_val_set(cfg: ExperimentConfig):
-    from cca.data import build_dataset, transforms
-
-    return build_dataset(cfg.dataset, cfg.data_root, cfg.val_split, transform=transforms.EvalTransform())
+    if isinstance(cfg, DetectionConfig):
+        return build_dataset(cfg.dataset, cfg.data_root, cfg.val_split)
+    return build_dataset(cfg.dataset, cfg.data_root, cfg.val_split, transform=transforms.EvalTransform(), **_clips(cfg))
 
 
 def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
-    from cca import models
-
+    """The segmentor of ``cfg.model`` (with the CCL projection when ``ccl_channels`` is set), or Mask R-CNN
+    (with RCCA when ``rcca``) for a :class:`DetectionConfig`."""
+    if isinstance(cfg, DetectionConfig):
+        return models.build_mask_rcnn(
+            num_classes, backbone=cfg.backbone, rcca=cfg.rcca, recurrence=cfg.recurrence, pretrained=cfg.pretrained,
+            min_size=cfg.min_size, max_size=cfg.max_size,
+        )
     extra = {} if cfg.ccl_channels is None else {"ccl_channels": cfg.ccl_channels}
     return models.build(
         cfg.model, num_classes, backbone=cfg.backbone, recurrence=cfg.recurrence, pretrained=cfg.pretrained, **extra
@@ -63,8 +79,6 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
 
 
 def build_criterion(cfg: ExperimentConfig, ignore_index: int = 255) -> nn.Module:
-    from cca.losses import CategoryConsistentLoss, CCNetCriterion
-
     return CCNetCriterion(
         aux_weight=cfg.aux_weight,
         ohem=cfg.ohem,

@@ -28,19 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside ``DistributedDataParallel`` / ``torch.compile`` wrappers."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
-
 
 log = logging.getLogger("cca.engine")
 

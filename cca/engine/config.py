@@ -1,14 +1,14 @@
 """Experiment settings: one frozen dataclass read top to bottom, named presets, ``key=value`` overrides.
 
-A run is fully described by one :class:`ExperimentConfig` (extended by :class:`VideoConfig` and
-:class:`DetectionConfig` where a table needs more, and outside the engine by table 5's
-``EfficiencySettings`` and the mechanism studies' ``MechanismSettings``, which name the fields
-they read in ``USED_FIELDS``); it is saved as ``config.json`` beside the run's
+A training run is fully described by one :class:`ExperimentConfig` (extended by :class:`VideoConfig`
+and :class:`DetectionConfig` where a table needs more; experiments that are not a segmentation training
+run, table 5's profiling and the mechanism studies, have small settings dataclasses of their own, parsed
+by the same :func:`apply_overrides`); it is saved as ``config.json`` beside the run's
 checkpoints and metrics. Overrides from the command line (``--set key=value``) are parsed against the
 field's type (:mod:`cca.engine.parsing`, the one parser); an unknown key is an error that lists the
 valid ones, a value out of range an error naming the setting and its valid range::
 
-    cfg = get_config("smoke")
+    cfg = presets.get_config("smoke")
     cfg = apply_overrides(cfg, ["iterations=50", "crop_size=32,64", "pretrained=none"])
     save_config(cfg, "runs/smoke/config.json")
 
@@ -23,10 +23,16 @@ import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from cca._io import atomic_write_json
-from cca.engine.parsing import apply_overrides, check_fields, parse_value  # noqa: F401  (the one parser, re-exported)
+from cca.engine.parsing import (  # noqa: F401  (the one parser, re-exported)
+    apply_overrides,
+    check_fields,
+    parse_value,
+    size_fields,
+    to_json_dict,
+)
 
 AMP_DTYPES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -93,11 +99,6 @@ class ExperimentConfig:
     log_every: int = 1  # one metrics.jsonl row every K iterations
     output_dir: str = ""  # "" -> runs/<name>
 
-    # The settings a run of this type reads, in reading order (None: every field). An extension for a
-    # harness outside the engine (table 5's profiler, the CPU mechanism studies) names its own: its
-    # reports, dry runs and result hashes show and hash those, not the engine's settings it ignores.
-    USED_FIELDS: ClassVar[tuple[str, ...] | None] = None
-
     def __post_init__(self) -> None:
         check_fields(self)
         _check_values(self)
@@ -114,18 +115,13 @@ class ExperimentConfig:
 
         return BACKBONES
 
-    def used_settings(self) -> dict[str, Any]:
-        """``{name: JSON value}`` of :attr:`USED_FIELDS` (every field when None), in that order."""
-        names = self.USED_FIELDS if self.USED_FIELDS is not None else field_names(type(self))
-        return {name: _jsonable(getattr(self, name)) for name in names}
-
     @property
     def run_dir(self) -> Path:
         """Directory of this run's config.json, metrics.jsonl and checkpoints."""
         return Path(self.output_dir or Path("runs") / self.name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        return to_json_dict(self)
 
 
 @dataclass(frozen=True)
@@ -162,6 +158,9 @@ class DetectionConfig(ExperimentConfig):
         require(self, 1 <= self.min_size <= self.max_size, "min_size", f"in [1, max_size={self.max_size}]")
         require(self, all(s >= 1 for s in self.lr_steps), "lr_steps", "positive iterations")
         require(self, 0.0 < self.lr_gamma <= 1.0, "lr_gamma", "in (0, 1]")
+        # Mask R-CNN computes its own losses: the segmentation criterion's settings cannot apply to it
+        require(self, not self.ohem, "ohem", "false for Mask R-CNN (it computes its own losses)")
+        require(self, self.ccl_weight == 0, "ccl_weight", "0 for Mask R-CNN (it computes its own losses)")
 
 
 CONFIG_TYPES = (ExperimentConfig, VideoConfig, DetectionConfig)
@@ -213,21 +212,6 @@ def diff(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, tuple[Any, Any]]
             if getattr(a, f.name) != getattr(b, f.name, None)}
 
 
-def get_config(name: str) -> ExperimentConfig:
-    """The preset called ``name`` (:mod:`cca.engine.presets`), or the config saved in a ``.json`` at that path."""
-    from cca.engine import presets
-
-    return presets.get_config(name)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "PRESETS":  # the registry lives in cca.engine.presets (it imports this module)
-        from cca.engine.presets import PRESETS
-
-        return PRESETS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ---------------------------------------------------------------------------------------------
 # Value ranges
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +248,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
     need(cfg.warmup_iters <= cfg.iterations, "warmup_iters", f"<= iterations={cfg.iterations}")
     need(0.0 < cfg.warmup_ratio <= 1.0, "warmup_ratio", "in (0, 1]")
     need(0.0 <= cfg.ohem_thresh <= 1.0, "ohem_thresh", "in [0, 1]")
-    for key in ("crop_size", "synthetic_size", "eval_crop", "eval_stride"):
+    for key in size_fields(type(cfg)):
         value = getattr(cfg, key)
         need(value is None or all(v > 0 for v in value), key, "positive (H, W)")
     need(_finite(cfg.eval_scales) and all(s > 0 for s in cfg.eval_scales), "eval_scales", "finite positive scales, e.g. 0.75,1,1.25")
@@ -292,6 +276,3 @@ def _check_names(cfg: ExperimentConfig) -> None:
     require(cfg, all(v >= MIN_SIZE for v in cfg.synthetic_size), "synthetic_size",
             f"at least {MIN_SIZE} in each of (H, W)")
 
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value

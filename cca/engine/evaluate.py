@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 
 from cca.engine import builders, checkpoint, distributed, runlog
 from cca.engine.config import ExperimentConfig, apply_overrides, config_from_dict
+from cca.engine.inference import predict
+from cca.engine.metrics import ConfusionMatrix
 from cca.engine.sampling import ShardSampler
 from cca.provenance import provenance
 
@@ -46,9 +48,6 @@ def evaluate_model(
     Returns ``ConfusionMatrix.compute()`` (``miou``, ``iou`` list, ``pixel_acc``, ``mean_acc``) plus
     ``num_images``. Every rank must call it (the counts are all-reduced).
     """
-    from cca.engine.inference import predict
-    from cca.engine.metrics import ConfusionMatrix
-
     if info is None:
         info = distributed.DistInfo(device=next(model.parameters()).device)
     device = info.device

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cca._io import atomic_write_json
+
 
 class ConfusionMatrix:
     """``(num_classes, num_classes)`` int64 counts, rows ground truth, columns prediction.
@@ -130,8 +132,6 @@ class ConfusionMatrix:
             "iou": {n: _json_float(v) for n, v in zip(names, result["iou"], strict=True)},
             "acc": {n: _json_float(v) for n, v in zip(names, result["acc"], strict=True)},
         }
-        from cca._io import atomic_write_json
-
         return atomic_write_json(path, payload)
 
 

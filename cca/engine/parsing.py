@@ -1,9 +1,11 @@
 """The one settings parser: ``key=value`` text and JSON values checked against a dataclass's field types.
 
-Every settings dataclass of the project (the engine's :class:`~cca.engine.config.ExperimentConfig`
-and its extensions: video, detection, table 5's profiling, the CPU mechanism studies) goes through
-:func:`apply_overrides`: an unknown key is a ``ValueError`` listing the valid ones, a value that does
-not fit the field's type a ``TypeError`` naming the setting and what it takes.
+Every settings dataclass of the project goes through :func:`apply_overrides` and :func:`check_fields`:
+the engine's :class:`~cca.engine.config.ExperimentConfig` with its video and detection extensions, and the
+small dataclasses of the experiments that are not a segmentation training run (table 5's
+``EfficiencySettings``, the mechanism studies' ``MechanismSettings``). An unknown key is a ``ValueError``
+listing the valid ones, a value that does not fit the field's type a ``TypeError`` naming the setting and
+what it takes. A field typed ``tuple[int, int]`` is an (H, W) size (:func:`size_fields`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,26 @@ from typing import Any
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-_PAIR_HINT = {"crop_size", "synthetic_size", "eval_crop", "eval_stride"}  # (H, W) settings
+SIZE_TYPE = tuple[int, int]  # the type of every (H, W) setting (crop_size, synthetic_size, eval_crop, ...)
 
 
 def field_types(cls: type) -> dict[str, Any]:
     """``{field name: resolved type}`` of the dataclass ``cls``."""
     return typing.get_type_hints(cls)
+
+
+def size_fields(cls: type) -> tuple[str, ...]:
+    """The (H, W) settings of the dataclass ``cls``: its fields typed ``tuple[int, int]`` (or ``| None``)."""
+    return tuple(name for name, tp in field_types(cls).items() if (optional_inner(tp) or tp) == SIZE_TYPE)
+
+
+def to_json_dict(settings: Any) -> dict[str, Any]:
+    """``{field name: JSON value}`` of the dataclass ``settings`` in field order (tuples as lists)."""
+    return {f.name: _jsonable(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def apply_overrides(settings: Any, overrides: Iterable[str] | Mapping[str, Any]) -> Any:
@@ -59,7 +75,7 @@ def optional_inner(tp: Any) -> Any | None:
 
 def type_name(key: str, tp: Any) -> str:
     """What a setting takes, in words for its error message."""
-    if key in _PAIR_HINT:
+    if tp == SIZE_TYPE:
         return "H,W (two comma-separated ints, e.g. 769,769, or one int for a square)"
     return getattr(tp, "__name__", None) if typing.get_origin(tp) is None else str(tp).replace("typing.", "")
 

@@ -136,18 +136,16 @@ COCO = derive(
 )
 
 PRESETS: dict[str, ExperimentConfig] = {c.name: c for c in (SMOKE, CITYSCAPES, CITYSCAPES_CCL, ADE20K, LIP, CAMVID, COCO)}
-ALIASES = {"cityscapes_r101_769": CITYSCAPES.name}  # the name used before the mmseg-style names
 
 
 def get_config(name: str) -> ExperimentConfig:
-    """The preset called ``name`` (or an alias of one), or the config saved in a ``.json`` at that path."""
+    """The preset called ``name``, or the config saved in a ``.json`` at that path."""
     if not isinstance(name, str):
         raise TypeError(f"config must be a preset name or a path to a config.json, got {type(name).__name__} {name!r}")
-    name = ALIASES.get(name, name)
     if name in PRESETS:
         return PRESETS[name]
     if name.endswith(".json"):
         return load_config(name)
     raise ValueError(
-        f"config must be one of {sorted(PRESETS)} (aliases: {sorted(ALIASES)}) or a path to a config.json, got {name!r}"
+        f"config must be one of {sorted(PRESETS)} or a path to a config.json, got {name!r}"
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from cca import _env
+from cca.ops import _extension
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -59,8 +60,6 @@ def compile_kernels() -> None:
     the first step's time do not include the build; any failure is left to the first real call."""
     _env.quiet_cpu_toolchain_notice()
     try:
-        from cca.ops import _extension
-
         _extension.load()
     except Exception:  # noqa: BLE001 - the op itself reports (or falls back) on first use
         pass

@@ -30,7 +30,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,10 +38,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from cca.engine import builders, checkpoint, distributed, runlog
-from cca.engine.config import ExperimentConfig, config_from_dict, diff, save_config
+from cca.engine.config import ExperimentConfig, config_from_dict, diff
 from cca.engine.evaluate import evaluate_model, metrics_payload
-from cca.engine.lock import RunLock
-from cca.engine.runtime import TrainingInterrupted, compile_kernels, determinism, final_metrics_done
+from cca.engine.loop import TrainingRun
+from cca.engine.runtime import TrainingInterrupted, compile_kernels, determinism
 from cca.engine.sampling import InfiniteLoader, ResumableDistributedSampler, SeededSamples, sample_seed
 from cca.engine.schedule import poly_scheduler
 from cca.provenance import provenance
@@ -62,15 +61,12 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_step: StepHook | No
     the last checkpoint written before stays as it is.
     """
     info = distributed.setup(cfg.device)
-    lock = RunLock(cfg.run_dir) if info.is_main else None  # one run per directory (rank 0 holds it)
     try:
-        if lock is not None:
-            lock.acquire()
-        with determinism(cfg.deterministic, info.device):
-            return _Trainer(cfg, info, resume).run(on_step)
+        # one run per directory: rank 0 holds the lock and writes the files
+        with TrainingRun(cfg, fmt=CHECKPOINT_FORMAT, main=info.is_main) as run:
+            with determinism(cfg.deterministic, info.device):
+                return _Trainer(cfg, info, resume, run).run(on_step)
     finally:
-        if lock is not None:
-            lock.release()
         distributed.cleanup(info)
 
 
@@ -86,8 +82,8 @@ def micro_batch_size(cfg: ExperimentConfig, world_size: int) -> int:
 
 
 class _Trainer:
-    def __init__(self, cfg: ExperimentConfig, info: distributed.DistInfo, resume: bool) -> None:
-        self.cfg, self.info = cfg, info
+    def __init__(self, cfg: ExperimentConfig, info: distributed.DistInfo, resume: bool, run: TrainingRun) -> None:
+        self.cfg, self.info, self.files = cfg, info, run
         self.run_dir = cfg.run_dir
         self.last_path, self.best_path = self.run_dir / "last.pt", self.run_dir / "best.pt"
         if self.last_path.is_dir():
@@ -141,11 +137,12 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
 
         self.iteration = 0
-        self.saved_iteration: int | None = None
         self.best_miou = -math.inf
         self.elapsed_s = 0.0
+        run.parts = {"model": self.module, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
+        run.resume(map_location=device, load=resume)
         if resume:
-            self._load(self.last_path)
+            self._resumed(run.state)
         compile_kernels()  # a JIT build of the kernels happens here, not inside the first timed step
         self.model: nn.Module = self.module
         if info.distributed:
@@ -157,12 +154,8 @@ class _Trainer:
                 find_unused_parameters=cfg.aux_weight == 0 or cfg.recurrence == 0,
             )
 
-        self.metrics = runlog.MetricsLog(self.run_dir / "metrics.jsonl", enabled=info.is_main)
-        if info.is_main:
-            dropped = self.metrics.truncate_after(self.iteration)
-            if dropped:
-                log.info("moved %d metrics rows past iteration %d to metrics.discarded.jsonl", dropped, self.iteration)
-            save_config(cfg, self.run_dir / "config.json", provenance=provenance(device), world_size=info.world_size)
+        self.metrics = run.metrics
+        run.write_config(provenance=provenance(device), world_size=info.world_size)
 
     # ------------------------------------------------------------------------------------------
     def run(self, on_step: StepHook | None) -> dict[str, Any]:
@@ -170,7 +163,7 @@ class _Trainer:
         final: dict[str, Any] | None = None
         done: dict[str, Any] | None = None  # the final evaluation of a run found complete, for the summary
         if self.iteration >= cfg.iterations:
-            if final_metrics_done(self.run_dir / "metrics.json", cfg.iterations):
+            if self.files.finished():
                 log.info("run %s is complete (%d/%d iterations)", self.run_dir, self.iteration, cfg.iterations)
                 done = json.loads((self.run_dir / "metrics.json").read_text())
             else:  # killed after its last checkpoint, before metrics.json: finish what is missing
@@ -201,12 +194,12 @@ class _Trainer:
                 bar.update(1)
                 if (cfg.eval_every and it % cfg.eval_every == 0) or it == cfg.iterations:
                     final = self._evaluate()
-                if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
+                if self.files.checkpoint_due(it):
                     self._save_last()
                 if on_step is not None:
                     on_step(it, row)
         except KeyboardInterrupt:
-            raise TrainingInterrupted(self.iteration, self.saved_iteration, self.run_dir) from None
+            raise TrainingInterrupted(self.iteration, self.files.saved_iteration, self.run_dir) from None
         finally:
             bar.close()
         if final is not None and info.is_main:
@@ -256,22 +249,12 @@ class _Trainer:
         distributed.all_reduce_sum(totals)
         values = (totals / self.info.world_size).tolist()
         terms_out = dict(zip(["loss", *names], values, strict=True))
-        if not all(math.isfinite(v) for v in values):
-            self._non_finite(terms_out)
+        self.files.check_finite(self.iteration + 1, terms_out,
+                                hint=f"Try a lower lr (now {cfg.lr}), a warm-up or amp='none'.")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         return terms_out, lr
-
-    def _non_finite(self, terms: dict[str, float]) -> None:
-        it = self.iteration + 1
-        self.metrics.write({"type": "error", "iter": it, "error": "non-finite loss", **terms})
-        last = f"{self.last_path} (iteration {self.saved_iteration})" if self.saved_iteration is not None else "none"
-        listed = ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
-        raise FloatingPointError(
-            f"loss is not finite at iteration {it}: {listed}; stopped without updating the weights. "
-            f"Last good checkpoint: {last}. Try a lower lr (now {self.cfg.lr}), a warm-up or amp='none'."
-        )
 
     def _evaluate(self) -> dict[str, Any]:
         # Without SyncBN each rank's BN running statistics saw only its own batches since DDP last broadcast
@@ -293,47 +276,20 @@ class _Trainer:
         return result
 
     # ------------------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        rng = distributed.all_gather_object(checkpoint.rng_state(self.info.device))  # collective: every rank
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.cfg.to_dict(),
-            "iteration": self.iteration,
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "data": {
-                "epoch": self.loader.epoch,
-                "steps_in_epoch": self.loader.position // self.cfg.grad_accum,
-                "batch_size": self.cfg.batch_size,
-            },
-            "rng": rng,
-            "world_size": self.info.world_size,
-            "best_miou": self.best_miou,
-            "elapsed_s": self.elapsed_s,
-            "provenance": provenance(self.info.device),
-        }
-
     def _save_last(self) -> None:
-        state = self._state()
-        if self.info.is_main:
-            checkpoint.save(state, self.last_path)
-        self.saved_iteration = self.iteration
+        """``last.pt`` (rank 0 writes it) with what a resumed run needs besides the parts: data position,
+        every rank's RNG state, the best mIoU and the time so far."""
+        rng = distributed.all_gather_object(checkpoint.rng_state(self.info.device))  # collective: every rank
+        data = {"epoch": self.loader.epoch, "steps_in_epoch": self.loader.position // self.cfg.grad_accum,
+                "batch_size": self.cfg.batch_size}
+        self.files.save(self.iteration, data=data, rng=rng, world_size=self.info.world_size, best_miou=self.best_miou,
+                        elapsed_s=self.elapsed_s, provenance=provenance(self.info.device))
         distributed.barrier()
 
-    def _load(self, path: Path) -> None:
-        state, path = checkpoint.load_or_fallback(path, map_location=self.info.device)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise checkpoint.CheckpointError(f"{path} is not a training checkpoint of this engine (format {state.get('format')!r})")
+    def _resumed(self, state: dict[str, Any]) -> None:
+        """After :meth:`TrainingRun.resume` loaded the parts: the settings check, data position, RNG, counters."""
         saved = config_from_dict(state["config"])
         done = int(state["iteration"])
-        if done > self.cfg.iterations:
-            raise checkpoint.CheckpointError(
-                f"{path} is at iteration {done} but iterations={self.cfg.iterations}: a run cannot be shortened below "
-                f"its checkpoint; pass --set iterations={saved.iterations} (or any value >= {done}), or start a new run "
-                "in another directory"
-            )
         if saved.iterations != self.cfg.iterations and self.info.is_main:
             log.warning("iterations changed from %d to %d: the run %s to %d iterations from its checkpoint at %d; "
                         "the poly LR schedule now ends at iteration %d", saved.iterations, self.cfg.iterations,
@@ -343,10 +299,6 @@ class _Trainer:
         if changed and self.info.is_main:
             log.warning("resuming with settings that differ from the checkpoint's: %s",
                         ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
         data = state["data"]
         if data["batch_size"] != self.cfg.batch_size and self.info.is_main:
             log.warning("global batch changed from %d to %d: the data order differs from the original run",
@@ -361,8 +313,6 @@ class _Trainer:
                 log.warning("checkpoint has RNG states of %d processes, this run has %d: re-seeding",
                             len(rng), self.info.world_size)
             checkpoint.seed_everything(self.cfg.seed + self.info.rank + int(state["iteration"]))
-        self.iteration = self.saved_iteration = int(state["iteration"])
+        self.iteration = done
         self.best_miou = float(state["best_miou"])
         self.elapsed_s = float(state["elapsed_s"])
-        if self.info.is_main:
-            log.info("resumed %s at iteration %d/%d", path, self.iteration, self.cfg.iterations)

@@ -19,10 +19,10 @@ import torch
 
 from cca import _env
 from cca.ops import _registration
+from cca.ops._torch_private import torch_private
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CSRC_CANDIDATES = (PACKAGE_DIR / "csrc", PACKAGE_DIR.parent / "csrc")
-OPS = ("ca_weight_2d", "ca_map_2d", "ca_weight_3d", "ca_map_3d")
 
 _lock = threading.Lock()
 _state: dict = {"tried": False, "loaded": False, "path": None, "how": None, "error": None}
@@ -150,7 +150,8 @@ def has_kernel(device_type: str) -> bool:
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
     if key is None:
         return False
-    return all(torch._C._dispatch_has_kernel_for_dispatch_key(f"cca::{op}", key) for op in OPS)
+    has_kernel = torch_private().has_kernel_for_dispatch_key
+    return all(has_kernel(f"cca::{op}", key) for op in _registration.OPS)
 
 
 def status() -> dict:

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.autograd import forward_ad
 
 from cca.ops import reference
+from cca.ops._torch_private import torch_private
 
 __all__ = ["OPS", "define_reference_ops", "register"]
 
@@ -60,7 +61,7 @@ def _fake_backward(grad: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 def _split_duals(args: tuple) -> tuple[tuple, tuple | None]:
     """``(primals, tangents)`` of forward-mode AD at the current level; ``tangents`` is ``None``
     when no argument carries one."""
-    if forward_ad._current_level < 0:  # no dual level entered: nothing can carry a tangent
+    if torch_private().dual_level() < 0:  # no dual level entered: nothing can carry a tangent
         return args, None
     unpacked = [forward_ad.unpack_dual(a) for a in args]
     if all(u.tangent is None for u in unpacked):
@@ -140,8 +141,9 @@ def _autograd_kernel(op, setup_context, backward, jvp):
     name = str(op.name())
 
     def forward(keyset, *args):
-        with torch._C._AutoDispatchBelowAutograd():
-            return op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+        private = torch_private()
+        with private.below_autograd():
+            return op.redispatch(keyset & private.after_autograd_keyset, *args)
 
     function = type(
         f"Autograd_{name.replace('::', '_')}",
@@ -156,7 +158,7 @@ def _autograd_kernel(op, setup_context, backward, jvp):
     def kernel(keyset, *args):
         primals, tangents = _split_duals(args)
         if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in primals):
-            if torch._C._are_functorch_transforms_active():
+            if torch_private().functorch_transforms_active():
                 raise NotImplementedError(
                     f"torch.func reverse-mode transforms (grad, vjp, jacrev) through {name} are not supported; "
                     "use torch.autograd.grad, or CCA_BACKEND=reference"

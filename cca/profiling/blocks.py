@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cca.nn import CONTEXT_BLOCKS, build_context_block
+from cca.ops import use_extension
 from cca.profiling.flops import count_flops, count_parameters
 from cca.profiling.latency import latency
 from cca.profiling.memory import peak_memory
@@ -35,8 +37,6 @@ ATTENTION_BLOCKS = ("cca", "rcca")  # blocks whose FLOPs must contain the criss-
 
 def block_names() -> tuple[str, ...]:
     """Every block that can be profiled: ``cca.nn.CONTEXT_BLOCKS``."""
-    from cca.nn import CONTEXT_BLOCKS
-
     return tuple(CONTEXT_BLOCKS)
 
 
@@ -47,8 +47,6 @@ def build_block(name: str, in_channels: int, recurrence: int = 2) -> nn.Module:
         raise ValueError(f"unknown block {name!r}; valid blocks: {', '.join(names)}")
     if not isinstance(recurrence, int) or recurrence < 1:
         raise ValueError(f"recurrence must be an int >= 1, got recurrence={recurrence!r}")
-    from cca.nn import build_context_block
-
     kwargs = {"recurrence": recurrence} if name == "rcca" else {}
     return build_context_block(name, in_channels, **kwargs)
 
@@ -57,6 +55,18 @@ def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
     if shape is None or len(shape) != 4 or not all(isinstance(s, int) and s > 0 for s in shape):
         raise ValueError(f"input_shape must be 4 positive ints (N, C, H, W), got input_shape={input_shape!r}")
+    return shape
+
+
+def _check_profile_arguments(input_shape: Sequence[int], device: str, repeats: int) -> tuple[int, int, int, int]:
+    """The checked ``(N, C, H, W)`` of :func:`profile_block`; ValueError naming a bad device or repeat count."""
+    shape = _check_shape(input_shape)
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got device={device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch.cuda.is_available() is False (no GPU here)")
+    if not isinstance(repeats, int) or repeats < 0:
+        raise ValueError(f"repeats must be an int >= 0, got repeats={repeats!r}")
     return shape
 
 
@@ -86,13 +96,7 @@ def profile_block(
         dict with ``block``, ``input``, ``gflops``, ``params``, ``peak_memory_mib``, ``memory_method``,
         ``latency_ms`` (``{"forward", "forward_backward"}`` medians), ``device`` and the details.
     """
-    shape = _check_shape(input_shape)
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got device={device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch.cuda.is_available() is False (no GPU here)")
-    if not isinstance(repeats, int) or repeats < 0:
-        raise ValueError(f"repeats must be an int >= 0, got repeats={repeats!r}")
+    shape = _check_profile_arguments(input_shape, device, repeats)
     if memory_method == "auto":
         memory_method = "cuda" if device == "cuda" else "fake"
     block = build_block(name, shape[1], recurrence)
@@ -114,8 +118,6 @@ def profile_block(
             for mode in ("forward", "forward_backward")
         }
         times = {mode: result["median_ms"] for mode, result in details.items()}
-    from cca.ops import use_extension
-
     return {
         "block": name,
         "recurrence": recurrence if name == "rcca" else None,

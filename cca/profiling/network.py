@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from cca.losses import CCNetCriterion
+from cca.models import AuxHead, ContextHead, Segmentor, build_backbone
 from cca.profiling.blocks import build_block
 from cca.profiling.flops import count_flops
 from cca.profiling.memory import MEMORY_STEPS, peak_memory
@@ -51,8 +53,6 @@ class _TrainingLoss(nn.Module):
 
     def __init__(self, network: nn.Module, aux_weight: float = 0.4) -> None:
         super().__init__()
-        from cca.losses import CCNetCriterion
-
         self.network = network
         self.criterion = CCNetCriterion(aux_weight=aux_weight)
 
@@ -76,8 +76,6 @@ def build_network(
     in its head (``block=None`` or ``"fcn"``: the baseline network). ``context``, if given, builds the
     block from the head's channel count instead (e.g. a non-local variant). Returns the segmentor
     wrapped with its loss (see :class:`_TrainingLoss`)."""
-    from cca.models import AuxHead, ContextHead, Segmentor, build_backbone
-
     if backbone not in NETWORKS:
         raise ValueError(f"unknown network {backbone!r}; valid networks: {', '.join(NETWORKS)}")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:

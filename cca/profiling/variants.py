@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["NONLOCAL_VARIANTS", "build_variant", "investigate"]
+from cca.nn import NonLocal2d
+
+__all__ = ["NONLOCAL_VARIANTS", "build_variant"]
 
 
 class NonLocal2018Matmul(nn.Module):
@@ -87,8 +89,6 @@ NONLOCAL_VARIANTS = {
 
 def build_variant(name: str, channels: int) -> nn.Module:
     """The non-local variant ``name`` (a key of :data:`NONLOCAL_VARIANTS`) on ``channels`` channels."""
-    from cca.nn import NonLocal2d
-
     builders = {
         "nonlocal": lambda: NonLocal2d(channels),
         "nl_2018_matmul": lambda: NonLocal2018Matmul(channels),
@@ -99,58 +99,3 @@ def build_variant(name: str, channels: int) -> nn.Module:
     if name not in builders:
         raise ValueError(f"unknown non-local variant {name!r}; valid variants: {', '.join(builders)}")
     return builders[name]()
-
-
-def investigate(
-    input_shape=(1, 3, 769, 769), backbone: str = "resnet50", memory_method: str = "fake_cuda"
-) -> list[dict]:
-    """Every (variant, blocks in sequence, step, batch) combination of the module docstring, plus
-    RCCA (R=2) under the same steps and batches. One dict per measurement (see ``network_increment``)."""
-    from tqdm import tqdm
-
-    from cca.profiling.network import build_network, measure_network, network_increment
-
-    n, c, h, w = input_shape
-    plans = []
-    for step in ("training", "inference"):
-        for batch in (n, 2 * n):
-            for name in NONLOCAL_VARIANTS:
-                for count in (1, 2):
-                    plans.append((step, batch, name, count))
-            plans.append((step, batch, "rcca", 1))
-    baselines: dict = {}
-    rows = []
-    for step, batch, name, count in tqdm(plans, desc="non-local variants", unit="network"):
-        shape = (batch, c, h, w)
-        key = (step, batch)
-        if key not in baselines:
-            baselines[key] = measure_network(
-                lambda: build_network(backbone), shape, step=step, memory_method=memory_method
-            )
-        context = None if name == "rcca" else (lambda ch, _name=name: build_variant(_name, ch))
-        result = network_increment(
-            "rcca" if name == "rcca" else None,
-            2,
-            backbone=backbone,
-            input_shape=shape,
-            count=count,
-            step=step,
-            memory_method=memory_method,
-            context=context,
-            label=name,
-            baseline=baselines[key],
-        )
-        rows.append(
-            {
-                "variant": name,
-                "blocks": count,
-                "step": step,
-                "batch": batch,
-                "gflops_increment": result["gflops_increment"],
-                "memory_increment_mb": result["memory_increment_mb"],
-                "memory_increment_mib": result["memory_increment_mib"],
-                "memory_method": result["memory_method"],
-                "description": NONLOCAL_VARIANTS.get(name, "RCCA (R=2), cca.nn.RCCA"),
-            }
-        )
-    return rows

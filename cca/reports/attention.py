@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cca.nn import RCCA, CrissCrossAttention, CrissCrossAttention3d
+
 
 def cross_indices(height: int, width: int, ys: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows and columns ``(P, H+W-1)`` of the criss-cross slots of the pixels ``(ys[p], xs[p])``."""
@@ -74,8 +76,6 @@ def compose(loops: Sequence[torch.Tensor], y: int, x: int, chunk: int = 1024) ->
 
 
 def _attention_modules():
-    from cca.nn import RCCA, CrissCrossAttention, CrissCrossAttention3d
-
     return RCCA, CrissCrossAttention, CrissCrossAttention3d
 
 

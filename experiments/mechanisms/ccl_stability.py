@@ -1,7 +1,7 @@
 """The category consistent loss's stability: R=2 without the CCL, with the quadratic (hinge) and with the
 piecewise distance, 10 seeds each, on the long-range task (``cca.data.long_range``).
 
-    python -m experiments.mechanisms.ccl_stability            # nox -s mechanism_ccl: ~10 minutes on 2 CPU cores
+    python -m experiments.mechanisms.ccl_stability            # nox -s mechanism_ccl
     python -m experiments.mechanisms.ccl_stability --dry-run  # the settings and the planned runs
 
 The paper (TPAMI, CCL table): the piecewise distance trains successfully 9 times in 10, the quadratic
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 
+from experiments.mechanisms.ccl_report import write as write_ccl_report
 from experiments.mechanisms.common import Study
 from experiments.mechanisms.settings import MechanismSettings, Variant, ccl_feature_dim
 
@@ -51,7 +52,7 @@ STUDY = Study(
     doc=__doc__,
     settings=MechanismSettings(batch_size=8, iterations=400, seeds=tuple(range(10))),
     variants=arms,
-    writer="experiments.mechanisms.ccl_report:write",
+    writer=write_ccl_report,
     # Success, fixed before any run: val mIoU >= 90% and no NaN/inf loss. Chance (blob found, class guessed)
     # is about 33% mIoU on this task, a solved run about 100%: 90 sits far from both.
     success_miou_pct=90.0,

@@ -2,7 +2,7 @@
 plans, runs and reports it (its command line), the per-variant bar figure with 95% intervals, and the
 report's publication (provenance, per-run CSV).
 
-Runs are stored by key (:func:`experiments.mechanisms.settings.run_key`) under
+Runs are stored by key (:func:`experiments.mechanisms.training.run_key`) under
 ``runs/mechanisms/<key>/``, so two experiments that train the same run (e.g. R=2 without the CCL in
 the CCL study and in the stacking study) train it once.
 """
@@ -10,16 +10,15 @@ the CCL study and in the stacking study) train it once.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.mechanisms.settings import ROOT, MechanismSettings, Variant, run_key
+from experiments.mechanisms.settings import ROOT, MechanismSettings, Variant
 from experiments.mechanisms.stats import mean_std, publish, t_interval
-from experiments.mechanisms.training import run_jobs
+from experiments.mechanisms.training import run_jobs, run_key
 
 RUNS = Path("runs") / "mechanisms"
 REPORTS = Path("reports")
@@ -41,7 +40,7 @@ class Study:
     doc: str  # the module's docstring (the command line's description)
     settings: MechanismSettings
     variants: Mapping[str, Variant] | Callable[[], Mapping[str, Variant]]  # arm name -> variant (a callable: built on use)
-    writer: str  # "module:function" writing the report: writer(study, settings, results, reports) -> Path
+    writer: Callable[..., Path]  # writes the report: writer(study, settings, results, reports) -> Path
     success_miou_pct: float = 90.0  # success (fixed before any run): val mIoU >= this, no NaN/inf loss
     late_arms: tuple[str, ...] = ()  # diagnosis arms: planned after every other run,
     late_seeds: tuple[int, ...] | None = None  # on these seeds only (None: all)
@@ -70,8 +69,7 @@ class Study:
         return early, jobs([n for n in arms if n in self.late_arms], tuple(s for s in settings.seeds if s in late_seeds))
 
     def report(self, settings: MechanismSettings, results: Results, reports: Path) -> Path:
-        module, function = self.writer.split(":")
-        return getattr(importlib.import_module(module), function)(self, settings, results, reports)
+        return self.writer(self, settings, results, reports)
 
     def main(self, argv: list[str] | None = None) -> int:
         """The study's command line: plan, train (or read back) the runs, write the report."""
@@ -134,7 +132,7 @@ def run_named(planned: list[tuple[str, Job]], workers: int, force: bool) -> list
 
 
 def dry_run(settings: MechanismSettings, variants: Mapping[str, Variant]) -> int:
-    for key in settings.used_settings():
+    for key in settings.to_dict():
         print(f"{key} = {getattr(settings, key)!r}")
     for name, variant in variants.items():
         print(f"variant {name}: {variant}")

@@ -1,7 +1,7 @@
 """The zero-initialised gamma: RCCA R=2 with gamma = 0 at init (the paper) vs 1, val mIoU and gamma
 against the iteration, on the long-range task (``cca.data.long_range``), 5 seeds each.
 
-    python -m experiments.mechanisms.gamma_init            # nox -s mechanism_gamma: ~10 minutes on 2 CPU cores
+    python -m experiments.mechanisms.gamma_init            # nox -s mechanism_gamma
     python -m experiments.mechanisms.gamma_init --dry-run
 
 With gamma = 0 the block starts as the identity, and the signal that travels two hops (cue -> pixel in
@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 
 from experiments.mechanisms.common import Study
+from experiments.mechanisms.reports import write_gamma
 from experiments.mechanisms.settings import MechanismSettings, Variant
 
 SUCCESS_MIOU_PCT = 90.0  # "learned": val mIoU >= 90% at two evaluations in a row
@@ -30,7 +31,7 @@ STUDY = Study(
         "gamma0": Variant("RCCA R=2, gamma init 0 (paper)", gamma_init=0.0),
         "gamma1": Variant("RCCA R=2, gamma init 1", gamma_init=1.0),
     },
-    writer="experiments.mechanisms.reports:write_gamma",
+    writer=write_gamma,
     success_miou_pct=SUCCESS_MIOU_PCT,
 )
 

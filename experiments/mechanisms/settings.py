@@ -1,12 +1,13 @@
 """The settings of the CPU mechanism experiments, the variant description, and the paper's values.
 
-:class:`MechanismSettings` extends the engine's :class:`~cca.engine.config.ExperimentConfig` (the one
-settings type, parsed by :mod:`cca.engine.parsing`) with the synthetic task and the tiny model; it
-reuses the engine's training fields (``iterations``, ``batch_size``, ``lr``, ``ccl_weight``,
-``log_every``, ``eval_every``, ``checkpoint_every``). :class:`Variant` says which context block a run
+:class:`MechanismSettings` is a small settings dataclass of its own (these runs are not a segmentation
+training run): the synthetic task, the tiny model and the training, every field read by the runs, parsed
+and type-checked by the engine's one parser (:mod:`cca.engine.parsing`); the training fields keep the
+engine's names (``iterations``, ``batch_size``, ``lr``, ``ccl_weight``, ``log_every``, ``eval_every``,
+``checkpoint_every``), as the run layer reads them. :class:`Variant` says which context block a run
 uses and what is added to it (gamma at init, the category consistent loss, the clip length). A run's
-identity (:func:`run_key`, the name of its directory under ``runs/mechanisms/``) hashes
-:meth:`MechanismSettings.identity`. The paper's values are read from ``experiments/paper/``
+identity (:func:`experiments.mechanisms.training.run_key`, the name of its directory under
+``runs/mechanisms/``) hashes :meth:`MechanismSettings.identity`. The paper's values are read from ``experiments/paper/``
 (``tables_tpami.csv``, ``settings_tpami.csv``; the shared copy ``../shared/paper/`` when the
 project's is not there yet), never typed here.
 """
@@ -15,39 +16,30 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from cca.engine.config import ExperimentConfig, require
+from cca.engine.config import require
+from cca.engine.parsing import check_fields, to_json_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER_DIRS = (ROOT / "experiments" / "paper", ROOT.parent / "shared" / "paper", ROOT.parents[1] / "shared" / "paper")
 TASKS = ("long_range", "temporal_cue")
 BLOCKS = ("none", "rcca", "nonlocal", "hv", "vh", "hv_vh")
 CCL_FORMS = ("piecewise", "hinge")
-CODE_VERSION = 1  # bump when a change to the training code changes results (invalidates cached runs)
 NOT_IN_IDENTITY = ("seeds", "checkpoint_every")  # how many runs, how often a checkpoint: not what a run computes
 
 
 @dataclass(frozen=True)
-class MechanismSettings(ExperimentConfig):
-    """Task, model and training of one mechanism experiment (defaults: the long-range ablation)."""
+class MechanismSettings:
+    """Task, model and training of one mechanism experiment (defaults: the long-range ablation).
 
-    # What these runs read, in reading order (the engine's other settings are not used here). The
-    # names are part of every run's identity: renaming one would orphan the cached runs.
-    USED_FIELDS: ClassVar[tuple[str, ...]] = (
-        "task", "size", "num_colours", "blob_min", "blob_max", "cue_size", "margin", "cue_contrast", "noise",
-        "frames", "num_train", "num_val", "channels", "stem_convs", "reduction", "gamma_init", "iterations",
-        "batch_size", "lr", "ccl_weight", "log_every", "eval_every", "stop_miou_pct", "checkpoint_every", "seeds",
-    )  # fmt: skip
+    Every field is read by the runs (on CPU, one thread per run: exact seeds). The names are part of every
+    run's identity (:meth:`identity`): renaming one would orphan the cached runs.
+    """
 
-    name: str = "mechanism"
-    dataset: str | None = None  # no dataset on disk: the samples are generated from `task`
-    device: str = "cpu"  # one thread per run (exact seeds)
     # --- task: cca.data.long_range.LongRangeTask ("long_range") or cca.data.temporal_cue ("temporal_cue") ---
     task: str = "long_range"
     size: int = 24  # images (frames) are size x size
@@ -78,20 +70,27 @@ class MechanismSettings(ExperimentConfig):
     seeds: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        check_fields(self)
         require(self, self.task in TASKS, "task", f"one of {TASKS}")
-        for key in ("num_train", "num_val", "channels", "size", "num_colours", "frames", "reduction"):
+        for key in ("num_train", "num_val", "channels", "size", "num_colours", "frames", "reduction", "iterations",
+                    "batch_size", "log_every", "checkpoint_every"):
             require(self, getattr(self, key) >= 1, key, "a positive integer")
-        require(self, self.stop_miou_pct >= 0, "stop_miou_pct", ">= 0")
+        for key in ("stop_miou_pct", "ccl_weight", "eval_every"):
+            require(self, getattr(self, key) >= 0, key, ">= 0")
+        require(self, self.lr > 0, "lr", "> 0")
         if self.task == "long_range" and self.stem_convs >= self.margin:
             raise ValueError(
                 f"stem_convs={self.stem_convs} gives a receptive-field radius >= margin={self.margin}: "
                 "convolution alone could reach the cue"
             )
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{field: JSON value}`` in field order (saved beside a run's model)."""
+        return to_json_dict(self)
+
     def identity(self) -> dict[str, Any]:
-        """What decides a run's numbers: :attr:`USED_FIELDS` but the seeds list and the checkpoint cadence."""
-        return {k: v for k, v in self.used_settings().items() if k not in NOT_IN_IDENTITY}
+        """What decides a run's numbers: every field but the seeds list and the checkpoint cadence."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_IN_IDENTITY}
 
     def make_task(self) -> Any:
         """The task dataclass of :mod:`cca.data.long_range` or :mod:`cca.data.temporal_cue`, from the
@@ -141,13 +140,6 @@ class Variant:
         if data["ccl_centres"] == "image":  # the default is left out: run keys made before the field existed stay valid
             data.pop("ccl_centres")
         return data
-
-
-def run_key(settings: MechanismSettings, variant: Variant, seed: int) -> str:
-    """A hash of what decides a run's numbers (not the seeds list, not the checkpoint cadence)."""
-    data = {"settings": settings.identity(), "variant": variant.spec(), "seed": seed, "code": CODE_VERSION}
-    blob = json.dumps(data, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------- paper values

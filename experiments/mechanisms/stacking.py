@@ -1,7 +1,7 @@
 """Row/column stacking vs criss-cross: horizontal attention then vertical (+HV), both orders summed
 (+HV&VH), and criss-cross R=2, on the long-range task (``cca.data.long_range``), 5 seeds each.
 
-    python -m experiments.mechanisms.stacking            # nox -s mechanism_stacking: ~5 minutes on 2 CPU cores
+    python -m experiments.mechanisms.stacking            # nox -s mechanism_stacking
     python -m experiments.mechanisms.stacking --dry-run
 
 The paper's context table has +HV and +HV&VH rows beside +RCCA (values not in our sources). On the
@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 from experiments.mechanisms.common import Study
+from experiments.mechanisms.reports import write_stacking
 from experiments.mechanisms.settings import MechanismSettings, Variant
 
 STUDY = Study(
@@ -26,7 +27,7 @@ STUDY = Study(
         "hv": Variant("+HV: row attention, then column attention", block="hv"),
         "hv_vh": Variant("+HV&VH: row-then-column + column-then-row, summed", block="hv_vh"),
     },
-    writer="experiments.mechanisms.reports:write_stacking",
+    writer=write_stacking,
     success_miou_pct=90.0,  # as the CCL study: val mIoU >= 90% and no NaN/inf loss
 )
 

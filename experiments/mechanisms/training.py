@@ -1,11 +1,14 @@
 """Train one (settings, variant, seed) run, resumably, and many of them in worker processes.
 
-A run lives in its own directory: ``metrics.jsonl`` (:class:`cca.engine.runlog.MetricsLog`: train rows
-with the loss terms, gamma, the CCL features' norm and the CCL / cross-entropy gradient ratio; eval
+A run lives in its own directory on the run layer (:class:`cca.engine.loop.TrainingRun`: lock, checkpoint
+with fallback, resume, log, the finite-loss guard in its "divergence is a result" form): ``metrics.jsonl``
+(train rows with the loss terms, gamma, the CCL features' norm and the CCL / cross-entropy gradient ratio; eval
 rows with val mIoU), ``last.pt`` while it trains (:func:`cca.engine.checkpoint.save`, atomic; a killed
 run resumes from it, or from ``last.pt.prev`` when it is damaged, and repeats exactly the same steps; with
 neither readable the run starts over), then ``model.pt`` and ``result.json``
-(atomic). A run whose ``result.json`` carries the same :func:`run_key` is not trained again.
+(atomic). A run whose ``result.json`` carries the same :func:`run_key` is not trained again (the one
+cache rule of :mod:`experiments.cache`: the run's settings, variant and seed with :func:`train_one`'s
+declared code version).
 
 Seeds are exact: every run uses one thread (``torch.set_num_threads(1)``), so the same seed gives
 the same numbers whatever the number of worker processes.
@@ -24,8 +27,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cca.engine.checkpoint import CheckpointError, previous_path, rng_state, save, set_rng_state
+from cca.engine.loop import TrainingRun
+from cca.engine.runlog import read_jsonl
+from experiments.cache import code_version, is_current, produces, result_key
 from experiments.mechanisms.model import build_model, gamma_values
-from experiments.mechanisms.settings import MechanismSettings, Variant, ccl_loss, run_key
+from experiments.mechanisms.settings import MechanismSettings, Variant, ccl_loss
 
 
 def feature_statistics(feat: torch.Tensor, label: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -101,58 +108,72 @@ def _grad_norm(value: torch.Tensor, wrt: torch.Tensor) -> float:
     return float(grad.norm())
 
 
+def _clip_window(train_x: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor], frames: int | None):
+    """The centred sub-clip of ``frames`` frames a variant sees (``None``: all of them)."""
+    if frames is None:
+        return train_x, val
+    centre, half = train_x.shape[2] // 2, frames // 2
+    window = slice(centre - half, centre + half + 1)
+    return train_x[:, :, window], (val[0][:, :, window], val[1])
+
+
+def _train_row(settings: MechanismSettings, it: int, loss, ce, terms, space, outputs, model, ccl) -> dict[str, Any]:
+    """A ``metrics.jsonl`` train row: the loss terms, gamma, and with the CCL its feature norm and pull."""
+    row = {"type": "train", "iter": it, "loss": float(loss.detach()), "ce": float(ce.detach()),
+           "gamma": gamma_values(model.context)}
+    if ccl is not None:
+        row.update({f"ccl_{k}": float(v.detach()) for k, v in terms.items()})
+        row["ccl_feature_norm"] = float(space.detach().norm(dim=1).mean())
+        # the two losses' pull on the context features: ||d(w * CCL)/d feat|| / ||d CE/d feat||
+        row["grad_ratio_ccl_over_ce"] = _grad_norm(settings.ccl_weight * terms["loss"], outputs["feat"]) / max(
+            _grad_norm(ce, outputs["feat"]), 1e-12
+        )
+    return row
+
+
+@produces(version=1)  # raise when a change to the training changes a run's numbers (re-trains every run)
 def train_one(
     settings: MechanismSettings, variant: Variant, seed: int, directory: Path | None = None
 ) -> dict[str, Any]:
     """Train ``variant`` with ``seed``; returns val mIoU (percent), feature statistics and the curves.
 
-    With ``directory`` the run logs, checkpoints and resumes there (see the module docstring).
+    With ``directory`` the run logs, checkpoints and resumes there through the run layer
+    (:class:`cca.engine.loop.TrainingRun`; see the module docstring); without, it keeps nothing on disk.
     """
-    from cca.engine.checkpoint import (
-        CheckpointError,
-        holds_checkpoint,
-        load_or_fallback,
-        rng_state,
-        save,
-        set_rng_state,
-    )
-    from cca.engine.runlog import MetricsLog, read_jsonl
-
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     (train_x, train_y), val = settings.datasets(seed)
-    if variant.clip_frames is not None:  # the centred sub-clip the variant sees
-        centre, half = train_x.shape[2] // 2, variant.clip_frames // 2
-        train_x, val = (
-            train_x[:, :, centre - half : centre + half + 1],
-            (val[0][:, :, centre - half : centre + half + 1], val[1]),
-        )
-    num_classes = settings.num_colours + 1
+    train_x, val = _clip_window(train_x, val, variant.clip_frames)
     model = build_model(settings, variant)
     projection = nn.Conv2d(settings.channels, variant.ccl_channels, 1) if variant.ccl and variant.ccl_channels else None
     ccl = ccl_loss(variant.ccl) if variant.ccl else None
     parameters = list(model.parameters()) + (list(projection.parameters()) if projection is not None else [])
     optimiser = torch.optim.Adam(parameters, lr=settings.lr)
     generator = torch.Generator().manual_seed(seed)
-    log = MetricsLog(directory / "metrics.jsonl" if directory else Path("metrics.jsonl"), enabled=directory is not None)
-    start, seconds, evals, trains, stop_streak, diverged = 0, 0.0, [], [], 0, False
-    state = None
-    if directory is not None and holds_checkpoint(directory / "last.pt"):
-        try:  # last.pt, or last.pt.prev (with a warning) when last.pt is damaged or missing
-            state, _ = load_or_fallback(directory / "last.pt")
-        except (CheckpointError, FileNotFoundError):  # the same seed repeats the same steps: only time is lost
-            print(f"  {directory / 'last.pt'} and its previous copy are unreadable: starting this run over", flush=True)
-            log.truncate_after(0)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        if projection is not None:
-            projection.load_state_dict(state["projection"])
-        optimiser.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        set_rng_state(state["rng"])
-        start, seconds, stop_streak = state["iteration"], state["seconds"], state["stop_streak"]
-        log.truncate_after(start)
-        rows = read_jsonl(log.path) if log.path.is_file() else []
+    parts = {"model": model, "projection": projection, "optimizer": optimiser}
+    # fmt=None: these checkpoints carry no format tag (as before the run layer)
+    with TrainingRun(settings, parts, directory=directory, fmt=None, files=directory is not None) as run:
+        return _train_loop(settings, variant, seed, run, (train_x, train_y), val, generator, ccl, projection)
+
+
+PRODUCER = train_one  # what the runs' keys name (kept when train_one is wrapped or replaced, e.g. in tests)
+
+
+def _train_loop(settings, variant, seed, run: TrainingRun, train, val, generator, ccl, projection) -> dict[str, Any]:
+    """The steps of :func:`train_one` from its checkpoint (or the start) to the final evaluation."""
+    (train_x, train_y), (model, optimiser) = train, (run.parts["model"], run.parts["optimizer"])
+    num_classes = settings.num_colours + 1
+    try:  # last.pt, or last.pt.prev (with a warning) when last.pt is damaged or missing
+        start = run.resume()
+    except (CheckpointError, FileNotFoundError):  # the same seed repeats the same steps: only time is lost
+        print(f"  {run.last} and its previous copy are unreadable: starting this run over", flush=True)
+        start = run.resume(load=False)
+    seconds, evals, trains, stop_streak, diverged = 0.0, [], [], 0, False
+    if run.state is not None:
+        generator.set_state(run.state["generator"])
+        set_rng_state(run.state["rng"])
+        seconds, stop_streak = run.state["seconds"], run.state["stop_streak"]
+        rows = read_jsonl(run.metrics.path) if run.metrics.path.is_file() else []
         evals, trains = [r for r in rows if r["type"] == "eval"], [r for r in rows if r["type"] == "train"]
         print(f"  resumed at iteration {start}", flush=True)
     began = time.time() - seconds
@@ -163,68 +184,42 @@ def train_one(
         outputs = model(train_x[idx])
         target = train_y[idx]
         ce = F.cross_entropy(outputs["out"], target)
-        loss, terms = ce, {}
+        loss, terms, space = ce, {}, None
         if ccl is not None:
             space = projection(outputs["feat"]) if projection is not None else outputs["feat"]
             terms = ccl.terms(*_ccl_inputs(space, target, variant.ccl_centres))
             loss = ce + settings.ccl_weight * terms["loss"]
-        if it % settings.log_every == 0 or it == settings.iterations:
-            row = {
-                "type": "train",
-                "iter": it,
-                "loss": float(loss.detach()),
-                "ce": float(ce.detach()),
-                "gamma": gamma_values(model.context),
-            }
-            if ccl is not None:
-                row.update({f"ccl_{k}": float(v.detach()) for k, v in terms.items()})
-                row["ccl_feature_norm"] = float(space.detach().norm(dim=1).mean())
-                # the two losses' pull on the context features: ||d(w * CCL)/d feat|| / ||d CE/d feat||
-                row["grad_ratio_ccl_over_ce"] = _grad_norm(settings.ccl_weight * terms["loss"], outputs["feat"]) / max(
-                    _grad_norm(ce, outputs["feat"]), 1e-12
-                )
-            log.write(row)
+        if run.log_due(it):
+            row = _train_row(settings, it, loss, ce, terms, space, outputs, model, ccl)
+            run.metrics.write(row)
             trains.append(row)
-        if not torch.isfinite(loss):
+        if run.diverged(it, {"loss": float(loss.detach())}):  # a result of these studies, not an error
             diverged = True
-            log.write({"type": "diverged", "iter": it, "loss": float(loss.detach())})
             break
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         stop = False
         if settings.eval_every and it % settings.eval_every == 0 and it != settings.iterations:
-            row = {
-                "type": "eval",
-                "iter": it,
-                "miou": evaluate(model, None, val, num_classes)["miou"],
-                "gamma": gamma_values(model.context),
-            }
+            row = {"type": "eval", "iter": it, "miou": evaluate(model, None, val, num_classes)["miou"],
+                   "gamma": gamma_values(model.context)}
             evals.append(row)
-            log.write(row)
+            run.metrics.write(row)
             stop_streak = stop_streak + 1 if settings.stop_miou_pct and row["miou"] >= settings.stop_miou_pct else 0
             stop = stop_streak >= 2
-        if directory is not None and (it % settings.checkpoint_every == 0) and not stop and it != settings.iterations:
-            save(
-                {
-                    "model": model.state_dict(),
-                    "projection": projection.state_dict() if projection is not None else None,
-                    "optimizer": optimiser.state_dict(),
-                    "generator": generator.get_state(),
-                    "rng": rng_state(),
-                    "iteration": it,
-                    "seconds": time.time() - began,
-                    "stop_streak": stop_streak,
-                },
-                directory / "last.pt",
-            )
+        if run.files and it % settings.checkpoint_every == 0 and not stop and it != settings.iterations:
+            run.save(it, generator=generator.get_state(), rng=rng_state(), seconds=time.time() - began,
+                     stop_streak=stop_streak)
         if stop:
             break
     final = evaluate(model, projection, val, num_classes)
     gammas = gamma_values(model.context)
-    log.write({"type": "eval", "iter": it, "miou": final["miou"], "gamma": gammas})
+    run.metrics.write({"type": "eval", "iter": it, "miou": final["miou"], "gamma": gammas})
     evals.append({"type": "eval", "iter": it, "miou": final["miou"], "gamma": gammas})
-    result = {
+    if run.files:
+        save({"settings": settings.to_dict(), "variant": variant.spec(), "model": model.state_dict()},
+             run.dir / "model.pt")
+    return {
         "variant": variant.label,
         "spec": variant.spec(),
         "seed": seed,
@@ -237,14 +232,12 @@ def train_one(
         "train_log": [{k: v for k, v in r.items() if k != "type"} for r in trains],
         "seconds": round(time.time() - began, 1),
     }
-    if directory is not None:
-        from cca.engine.checkpoint import save as save_state
 
-        save_state(
-            {"settings": settings.used_settings(), "variant": variant.spec(), "model": model.state_dict()},
-            directory / "model.pt",
-        )
-    return result
+
+def run_key(settings: MechanismSettings, variant: Variant, seed: int) -> str:
+    """A run's key (its directory's name): what decides its numbers (not the seeds list, not the checkpoint
+    cadence) with :func:`train_one`'s code version; unchanged from the keys of the runs on disk."""
+    return result_key({"settings": settings.identity(), "variant": variant.spec(), "seed": seed}, PRODUCER)
 
 
 def _job(args: tuple[MechanismSettings, Variant, int, str]) -> dict[str, Any]:
@@ -254,9 +247,11 @@ def _job(args: tuple[MechanismSettings, Variant, int, str]) -> dict[str, Any]:
 
     path = Path(directory)
     result = train_one(settings, variant, seed, directory=path)
-    result.update({"settings_hash": run_key(settings, variant, seed), "commit": git_commit()})
+    result.update({"settings_hash": run_key(settings, variant, seed), "code_version": code_version(PRODUCER),
+                   "commit": git_commit()})
     atomic_write_json(path / "result.json", result)
-    (path / "last.pt").unlink(missing_ok=True)
+    for done in (path / "last.pt", previous_path(path / "last.pt")):  # a finished run needs no checkpoint
+        done.unlink(missing_ok=True)
     return result
 
 
@@ -266,7 +261,7 @@ def cached_result(directory: Path, key: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     old = json.loads(path.read_text())
-    return old if old.get("settings_hash") == key else None
+    return old if is_current(old, key, PRODUCER) else None
 
 
 def run_jobs(

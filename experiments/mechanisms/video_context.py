@@ -2,7 +2,7 @@
 temporal-cue clips (``cca.data.temporal_cue``: the centre frame's label needs the same pixel in another
 frame), 5 seeds each.
 
-    python -m experiments.mechanisms.video_context            # nox -s mechanism_video: ~6 minutes on 2 CPU cores
+    python -m experiments.mechanisms.video_context            # nox -s mechanism_video
     python -m experiments.mechanisms.video_context --dry-run
 
 The paper (CamVid test): CCNet3D T=1 77.9 vs T=5 79.1 mIoU. The model here is the tiny segmenter with
@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 
 from experiments.mechanisms.common import Study
+from experiments.mechanisms.reports import write_video
 from experiments.mechanisms.settings import MechanismSettings, Variant
 
 STUDY = Study(
@@ -38,7 +39,7 @@ STUDY = Study(
         "ccnet3d_t1": Variant("3D RCCA R=2, T=1 (centre frame)", clip_frames=1),
         "ccnet3d_t5": Variant("3D RCCA R=2, T=5", clip_frames=5),
     },
-    writer="experiments.mechanisms.reports:write_video",
+    writer=write_video,
     success_miou_pct=90.0,
 )
 
