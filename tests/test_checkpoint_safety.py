@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from cca.engine import checkpoint
-from cca.engine.config import apply_overrides, get_config
+from cca.engine.config import apply_overrides
+from cca.engine.presets import get_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
