@@ -3,7 +3,7 @@
 * ``TypeError`` when an argument has the wrong type (not an ``int``, not a number, not a ``Tensor``,
   a tensor of the wrong dtype);
 * ``ValueError`` when its value is out of range (a count below 1, a NaN/infinite/negative weight,
-  a tensor of the wrong shape).
+  a tensor of the wrong shape or with no element).
 
 Every message names the argument, the value it got and what was expected. ``bool`` is never
 accepted as a number (``True`` is an ``int`` in Python, never a channel count or a weight here).
@@ -76,33 +76,44 @@ def finite_number(name: str, value: object, minimum: float | None = None, maximu
     return number
 
 
+def _dtype_names(dtypes: tuple[torch.dtype, ...]) -> str:
+    names = [str(d) for d in dtypes]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def check_tensor(
     name: str,
     x: object,
-    layout: str,
+    layout: str | tuple[str, ...],
     *,
     channels: int | None = None,
-    dtype: torch.dtype | None = None,
+    dtypes: tuple[torch.dtype, ...] | None = None,
     floating: bool = False,
+    nonempty: bool = False,
     owner: str | None = None,
 ) -> Tensor:
-    """``x`` if it is a ``Tensor`` with as many dimensions as ``layout`` (e.g. ``"(N, K, H, W)"``),
-    ``channels`` in dimension 1 (when given), of ``dtype`` / a floating dtype (when asked).
+    """``x`` if it is a ``Tensor`` with as many dimensions as ``layout`` (e.g. ``"(N, K, H, W)"``, or a
+    tuple of layouts, any one of them), ``channels`` in dimension 1 (when given), of one of ``dtypes`` /
+    a floating dtype (when asked) and with at least one element (when ``nonempty``).
 
-    Not a tensor or the wrong dtype: ``TypeError``; the wrong number of dimensions or channels:
-    ``ValueError``. ``owner`` (e.g. a module's class name) starts the message.
+    Not a tensor or the wrong dtype: ``TypeError``; the wrong number of dimensions or channels, no
+    element: ``ValueError``. ``owner`` (e.g. a module's class name) starts the message.
     """
+    layouts = (layout,) if isinstance(layout, str) else tuple(layout)
+    shapes = " or ".join(layouts)
     expect = f"{owner} expects {name}" if owner else f"{name} must be"
     if not isinstance(x, Tensor):
-        raise TypeError(f"{expect} a Tensor {layout}, got {type(x).__name__}")
-    ndim = len(layout.strip("()").split(","))
-    if x.dim() != ndim or (channels is not None and x.shape[1] != channels):
+        raise TypeError(f"{expect} a torch.Tensor of shape {shapes}, got {type(x).__name__}")
+    ranks = {len(one.strip("()").split(",")) for one in layouts}
+    if x.dim() not in ranks or (channels is not None and x.shape[1] != channels):
         with_c = f" with C={channels}" if channels is not None else ""
-        raise ValueError(f"{expect} of shape {layout}{with_c}, got {name}.shape={tuple(x.shape)}")
-    if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{expect} a {dtype} tensor {layout}, got {name}.dtype={x.dtype}")
+        raise ValueError(f"{expect} of shape {shapes}{with_c}, got {name}.shape={tuple(x.shape)}")
+    if dtypes is not None and x.dtype not in dtypes:
+        raise TypeError(f"{expect} a tensor of dtype {_dtype_names(dtypes)}, got {name}.dtype={x.dtype}")
     if floating and not x.is_floating_point():
-        raise TypeError(f"{expect} a floating tensor {layout}, got {name}.dtype={x.dtype}")
+        raise TypeError(f"{expect} a tensor of a floating dtype, got {name}.dtype={x.dtype}")
+    if nonempty and x.numel() == 0:
+        raise ValueError(f"{expect} a non-empty tensor, got {name}.shape={tuple(x.shape)}")
     return x
 
 

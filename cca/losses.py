@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,7 @@ def _upcast(x: Tensor) -> Tensor:
 
 def _check_logits_target(logits: Tensor, target: Tensor, name: str = "logits") -> None:
     check_tensor(name, logits, "(N, K, H, W)", floating=True)
-    check_tensor("target", target, "(N, H, W)", dtype=torch.long)
+    check_tensor("target", target, "(N, H, W)", dtypes=(torch.long,))
     if logits.shape[0] != target.shape[0] or logits.shape[2:] != target.shape[1:]:
         raise ValueError(
             f"{name} (N, K, H, W) and target (N, H, W) must agree in N, H, W, got "
@@ -197,54 +198,76 @@ def category_consistent_loss(
     if variance not in VARIANCE_FORMS:
         raise ValueError(f"variance must be one of {VARIANCE_FORMS}, got variance={variance!r}")
     check_tensor("feat", feat, "(N, C, h, w)", floating=True)
-    check_tensor("target", target, "(N, H, W)", dtype=torch.long)
+    check_tensor("target", target, "(N, H, W)", dtypes=(torch.long,))
     if feat.shape[0] != target.shape[0]:
         raise ValueError(f"feat and target must have the same batch size, got {feat.shape[0]} and {target.shape[0]}")
-    n, c, h, w = feat.shape
     feat = _upcast(feat)
+    groups = _class_groups(feat, target, ignore_index)
+    images = (groups.classes > 0).sum().clamp(min=1).to(feat.dtype)  # images with a labelled pixel
+    anchor = feat.sum() * 0.0  # keeps a graph to feat when nothing is labelled
+    var = _variance_per_image(groups, params.delta_v, params.delta_d, variance).sum() / images + anchor
+    dis = _distance_per_image(groups, params.delta_d).sum() / images + anchor
+    reg = _regularisation_per_image(groups).sum() / images + anchor
+    loss = params.alpha * var + params.beta * dis + params.gamma * reg
+    return {"loss": loss, "var": var, "dis": dis, "reg": reg}
+
+
+class _ClassGroups(NamedTuple):
+    """The labelled pixels of a batch of ``n`` images grouped by (image, class), ``k`` classes per image."""
+
+    pixels: Tensor  # (P, C) features of the labelled pixels
+    image: Tensor  # (P,) the image of each
+    group: Tensor  # (P,) its (image, class) index: image * k + class
+    counts: Tensor  # (n * k,) pixels per group
+    present: Tensor  # (n * k,) groups with at least one pixel
+    centres: Tensor  # (n * k, C) mean feature per group (0 when absent)
+    classes: Tensor  # (n,) classes present per image
+    k: int
+
+
+def _class_groups(feat: Tensor, target: Tensor, ignore_index: int) -> _ClassGroups:
+    """The class centres of ``feat (N, C, h, w)`` under ``target (N, H, W)`` resized to ``(h, w)``."""
+    n, c, h, w = feat.shape
     label = _label_at(target, (h, w)).reshape(n, h * w)
     valid = label != ignore_index
     if bool((label[valid] < 0).any()):
         raise ValueError(f"target has negative labels other than ignore_index={ignore_index}")
     k = int(label[valid].max()) + 1 if bool(valid.any()) else 1
-    pixels = feat.permute(0, 2, 3, 1).reshape(n * h * w, c)[valid.flatten()]  # (P, C)
+    pixels = feat.permute(0, 2, 3, 1).reshape(n * h * w, c)[valid.flatten()]
     image = torch.arange(n, device=feat.device).unsqueeze(1).expand(n, h * w)[valid]
-    group = image * k + label[valid]  # (P,) index of (image, class)
-    counts = torch.bincount(group, minlength=n * k).to(feat.dtype)  # (n * k,)
+    group = image * k + label[valid]
+    counts = torch.bincount(group, minlength=n * k).to(feat.dtype)
     present = counts > 0
     centres = torch.zeros(n * k, c, device=feat.device, dtype=feat.dtype).index_add(0, group, pixels)
     centres = centres / counts.clamp(min=1).unsqueeze(1)
-    classes = present.view(n, k).sum(1).to(feat.dtype)  # classes present per image
-    has_pixels = classes > 0
-    images = has_pixels.sum().clamp(min=1).to(feat.dtype)
+    return _ClassGroups(pixels, image, group, counts, present, centres, present.view(n, k).sum(1).to(feat.dtype), k)
 
-    # variance term: per pixel phi / N_c, summed per image, over the image's classes
-    distances = torch.linalg.vector_norm(pixels - centres[group], dim=1)
-    phi = variance_distance(distances, params.delta_v, params.delta_d, variance)
-    per_image = torch.zeros(n, device=feat.device, dtype=feat.dtype).index_add(0, image, phi / counts[group])
-    var = (per_image / classes.clamp(min=1)).sum() / images
 
-    # distance term: ordered pairs of distinct classes present in the same image
-    pair_mask = present.view(n, k, 1) & present.view(n, 1, k) & ~torch.eye(k, dtype=torch.bool, device=feat.device)
-    pair_image, first, second = pair_mask.nonzero(as_tuple=True)
-    centre_grid = centres.view(n, k, c)
+def _variance_per_image(groups: _ClassGroups, delta_v: float, delta_d: float, form: str) -> Tensor:
+    """``(n,)``: per image, over its classes, the mean over each class's pixels of ``phi_var(||mu_c - h_i||)``."""
+    pixels, image, group, counts, _, centres, classes, _ = groups
+    phi = variance_distance(torch.linalg.vector_norm(pixels - centres[group], dim=1), delta_v, delta_d, form)
+    return classes.new_zeros(len(classes)).index_add(0, image, phi / counts[group]) / classes.clamp(min=1)
+
+
+def _distance_per_image(groups: _ClassGroups, delta_d: float) -> Tensor:
+    """``(n,)``: per image, the mean over ordered pairs of its classes of ``max(0, 2 delta_d - ||mu_a - mu_b||)^2``."""
+    present, centres, classes, k, n = groups.present, groups.centres, groups.classes, groups.k, len(groups.classes)
+    distinct = ~torch.eye(k, dtype=torch.bool, device=present.device)
+    pair_image, first, second = (present.view(n, k, 1) & present.view(n, 1, k) & distinct).nonzero(as_tuple=True)
+    centre_grid = centres.view(n, k, -1)
     gaps = torch.linalg.vector_norm(centre_grid[pair_image, first] - centre_grid[pair_image, second], dim=1)
-    push = (2 * params.delta_d - gaps).clamp(min=0.0).square()
+    push = (2 * delta_d - gaps).clamp(min=0.0).square()
     pairs = (classes * (classes - 1)).clamp(min=1)
-    per_image = torch.zeros(n, device=feat.device, dtype=feat.dtype).index_add(0, pair_image, push / pairs[pair_image])
-    dis = per_image.sum() / images
+    return classes.new_zeros(n).index_add(0, pair_image, push / pairs[pair_image])
 
-    # regularisation term: mean centre norm per image
+
+def _regularisation_per_image(groups: _ClassGroups) -> Tensor:
+    """``(n,)``: per image, the mean norm of its class centres."""
+    present, centres, classes, k = groups.present, groups.centres, groups.classes, groups.k
     norms = torch.linalg.vector_norm(centres[present], dim=1)
-    per_image = torch.zeros(n, device=feat.device, dtype=feat.dtype).index_add(
-        0, present.nonzero().squeeze(1) // k, norms / classes.repeat_interleave(k)[present]
-    )
-    reg = per_image.sum() / images
-
-    anchor = feat.sum() * 0.0  # keeps a graph to feat when nothing is labelled
-    var, dis, reg = var + anchor, dis + anchor, reg + anchor
-    loss = params.alpha * var + params.beta * dis + params.gamma * reg
-    return {"loss": loss, "var": var, "dis": dis, "reg": reg}
+    image = present.nonzero().squeeze(1) // k
+    return classes.new_zeros(len(classes)).index_add(0, image, norms / classes.repeat_interleave(k)[present])
 
 
 class CategoryConsistentLoss(nn.Module):

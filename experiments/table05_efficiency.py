@@ -181,7 +181,9 @@ TABLE = Table(
         "affinity and the aggregation, 2 x multiply-adds; softmax and additions ignored. The increment of a block "
         "equals its block-alone count on the 1x512x97x97 feature map (tested), see reports/efficiency.md.",
         "Rows below `ratio` change one assumption each (forward alone, two crops per GPU, non-local code of 2018) "
-        "to find out which, if any, reproduces the paper's 1411 / 2820 / 127 MB. None is tuned to the paper.",
-        "The paper's mIoU of these ResNet-50 models (77.3 / 78.7 / 78.5) needs Cityscapes training on GPUs: not run.",
+        "to find out which, if any, reproduces the paper's memory increments (its column in the table). None is tuned "
+        "to the paper.",
+        "The paper's mIoU of these ResNet-50 models (`experiments/paper/table05_efficiency.csv`) needs Cityscapes "
+        "training on GPUs: not run.",
     ),
 )

@@ -169,7 +169,7 @@ def test_heads_check_arguments_and_features_with_one_policy():
         RCCAHead(128, 5, mid_channels=0)
     with pytest.raises(ValueError, match="num_classes must be an int >= 1, got num_classes=0"):
         AuxHead(64, 0)
-    with pytest.raises(TypeError, match=r"AuxHead expects x a Tensor \(N, C, h, w\), got list"):
+    with pytest.raises(TypeError, match=r"AuxHead expects x a torch.Tensor of shape \(N, C, h, w\), got list"):
         AuxHead(64, 5)([0.0])
     with pytest.raises(
         ValueError, match=r"RCCAHead3d expects x of shape \(N, C, h, w\) with C=128, got x.shape=\(1, 64, 4, 4\)"

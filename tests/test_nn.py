@@ -175,7 +175,7 @@ def test_every_module_follows_one_exception_policy(name):
     module = build(8)
     owner = type(module.cca if isinstance(module, RCCA) else module).__name__
     layout = r"\(N, C, T, H, W\)" if name.endswith("3d") else r"\(N, C, H, W\)"
-    with pytest.raises(TypeError, match=rf"{owner} expects x a Tensor {layout}, got list"):
+    with pytest.raises(TypeError, match=rf"{owner} expects x a torch.Tensor of shape {layout}, got list"):
         module([[1.0]])
     wrong_channels = torch.zeros(1, 4, 2, 3, 3) if name.endswith("3d") else torch.zeros(1, 4, 3, 3)
     with pytest.raises(ValueError, match=rf"{owner} expects x of shape {layout} with C=8, got x.shape="):

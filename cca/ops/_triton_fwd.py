@@ -68,6 +68,34 @@ def _tile_3d_t(ptr, base, lines, chans, pos, s_line, s_pos, hw, mask):
 
 
 @triton.jit
+def _attend_line(q, k_ptr, v_ptr, qk_base, v_base, lines, qpos, dims, chans, line_ok, d_ok, c_ok,
+                 line_len, s_line, s_pos, hw, BL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                 BC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """Online softmax of the queries ``q (BL, BM, BD)`` over the keys of their own lines, ``BN`` keys at a
+    time: the running max ``m_i`` and sum ``l_i`` (base 2, ``(BL, BM)`` float32) and the unnormalised
+    output ``acc (BL, BM, BC)`` float32."""
+    m_i = tl.full((BL, BM), float("-inf"), tl.float32)
+    l_i = tl.zeros((BL, BM), tl.float32)
+    acc = tl.zeros((BL, BM, BC), tl.float32)
+    for start in range(0, line_len, BN):
+        kpos = start + tl.arange(0, BN)
+        k_ok = kpos < line_len
+        k_t = _tile_3d_t(k_ptr, qk_base, lines, dims, kpos, s_line, s_pos, hw,
+                         line_ok[:, None, None] & d_ok[None, :, None] & k_ok[None, None, :])
+        v = _tile_3d(v_ptr, v_base, lines, kpos, chans, s_line, s_pos, hw,
+                     line_ok[:, None, None] & k_ok[None, :, None] & c_ok[None, None, :])
+        s = _energy_log2(q, k_t, qpos, kpos, line_len, PRECISION, UPCAST)
+        m_new = tl.maximum(m_i, tl.max(s, 2))
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: weights 0, not NaN
+        alpha = tl.exp2(m_i - m_sub)
+        p = tl.exp2(s - m_sub[:, :, None])
+        l_i = l_i * alpha + tl.sum(p, 2)
+        acc = acc * alpha[:, :, None] + _dot(p.to(v.dtype), v, PRECISION, UPCAST)
+        m_i = m_new
+    return m_i, l_i, acc
+
+
+@triton.jit
 def line_attention_fwd(
     q_ptr,
     k_ptr,
@@ -116,24 +144,8 @@ def line_attention_fwd(
 
     q = _tile_3d(q_ptr, qk_base, lines, qpos, dims, s_line, s_pos, hw,
                  line_ok[:, None, None] & q_ok[None, :, None] & d_ok[None, None, :])
-    m_i = tl.full((BL, BM), float("-inf"), tl.float32)
-    l_i = tl.zeros((BL, BM), tl.float32)
-    acc = tl.zeros((BL, BM, BC), tl.float32)
-    for start in range(0, line_len, BN):
-        kpos = start + tl.arange(0, BN)
-        k_ok = kpos < line_len
-        k_t = _tile_3d_t(k_ptr, qk_base, lines, dims, kpos, s_line, s_pos, hw,
-                         line_ok[:, None, None] & d_ok[None, :, None] & k_ok[None, None, :])
-        v = _tile_3d(v_ptr, v_base, lines, kpos, chans, s_line, s_pos, hw,
-                     line_ok[:, None, None] & k_ok[None, :, None] & c_ok[None, None, :])
-        s = _energy_log2(q, k_t, qpos, kpos, line_len, PRECISION, UPCAST)
-        m_new = tl.maximum(m_i, tl.max(s, 2))
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: weights 0, not NaN
-        alpha = tl.exp2(m_i - m_sub)
-        p = tl.exp2(s - m_sub[:, :, None])
-        l_i = l_i * alpha + tl.sum(p, 2)
-        acc = acc * alpha[:, :, None] + _dot(p.to(v.dtype), v, PRECISION, UPCAST)
-        m_i = m_new
+    m_i, l_i, acc = _attend_line(q, k_ptr, v_ptr, qk_base, v_base, lines, qpos, dims, chans, line_ok, d_ok, c_ok,
+                                 line_len, s_line, s_pos, hw, BL, BM, BN, BC, PRECISION, UPCAST)
 
     lse2 = m_i + tl.log2(l_i)  # -inf when every energy is -inf
     pix = n * hw + lines[:, None] * s_line + qpos[None, :] * s_pos

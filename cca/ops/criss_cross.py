@@ -14,8 +14,9 @@ from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from cca import _env
+from cca._checks import check_tensor
 from cca.ops import _extension, cuda_dispatch, reference
-from cca.ops._checks import check_attention, check_qkv, check_rank
+from cca.ops._checks import QK_LAYOUTS, VALUE_LAYOUTS, check_attention, check_qkv
 from cca.ops.reference import position_softmax
 
 __all__ = [
@@ -56,14 +57,14 @@ def _op(name: str, device: torch.device):
 def ca_weight(query: Tensor, key: Tensor) -> Tensor:
     """Affinity (no softmax). 2D: ``(N, C', H, W) x2 -> (N, H+W-1, H, W)``;
     3D: ``(N, C', T, H, W) x2 -> (N, T+H+W-2, T, H, W)``."""
-    ndim = check_rank("query", query, (4, 5), "4 dims (N, C', H, W) or 5 dims (N, C', T, H, W)")
+    ndim = check_tensor("query", query, QK_LAYOUTS).dim()
     check_qkv(query, key, query, ndim)
     return _op(f"ca_weight_{ndim - 2}d", query.device)(query, key)
 
 
 def ca_map(attention: Tensor, value: Tensor) -> Tensor:
     """Aggregation. 2D: ``(N, H+W-1, H, W), (N, C, H, W) -> (N, C, H, W)``; 3D likewise."""
-    ndim = check_rank("value", value, (4, 5), "4 dims (N, C, H, W) or 5 dims (N, C, T, H, W)")
+    ndim = check_tensor("value", value, VALUE_LAYOUTS).dim()
     check_attention(attention, value, ndim)
     return _op(f"ca_map_{ndim - 2}d", value.device)(attention, value)
 
@@ -162,11 +163,11 @@ def criss_cross_attention_map(query: Tensor, key: Tensor) -> Tensor:
 
     Slot order: ``0..W-1`` the row of ``u``, then the ``H-1`` other column pixels top to bottom.
     """
-    check_rank("query", query, (4,), "4 dims (N, C', H, W)")
+    check_tensor("query", query, QK_LAYOUTS[0])
     return position_softmax(ca_weight(query, key))
 
 
 def criss_cross_attention_map_3d(query: Tensor, key: Tensor) -> Tensor:
     """The 3D attention map ``Tensor[N, T+H+W-2, T, H, W]`` (softmax over dim 1)."""
-    check_rank("query", query, (5,), "5 dims (N, C', T, H, W)")
+    check_tensor("query", query, QK_LAYOUTS[1])
     return position_softmax(ca_weight(query, key))

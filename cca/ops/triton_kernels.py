@@ -38,7 +38,7 @@ import sys
 import torch
 from torch import Tensor
 
-from cca.ops._checks import check_qkv, check_rank
+from cca.ops._checks import check_qkv
 
 __all__ = ["can_run", "criss_cross_attention", "saved_bytes"]
 
@@ -221,7 +221,6 @@ def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         TypeError / ValueError: bad arguments, as the other backends raise them.
         NotImplementedError: valid arguments this backend cannot serve (:func:`can_run`'s reason).
     """
-    check_rank("query", query, (4,), "4 dims (N, C', H, W)")
     check_qkv(query, key, value, 4)
     reason = can_run(query, key, value)
     if reason is not None:

@@ -1,7 +1,8 @@
 """Why our non-local memory differs from the paper's: the same increment under other assumptions.
 
-The paper's table gives +NL 1411 MB, +NL x2 2820 MB and +RCCA 127 MB over the ResNet-50 baseline
-network, without saying how memory was measured or which non-local code was used. Each variant
+The paper's efficiency table gives the memory that +NL, +NL x2 and +RCCA add to the ResNet-50 baseline
+network (``memory_increment_mb`` of ``experiments/paper/table05_efficiency.csv``), without saying how
+memory was measured or which non-local code was used. Each variant
 below changes one assumption and is measured with :func:`cca.profiling.network.network_increment`,
 never tuned to hit the paper:
 
@@ -13,7 +14,8 @@ never tuned to hit the paper:
   ``W`` conv), ``nl_no_reduction`` (``g`` and the inner products on all C channels) and
   ``nl_subsampled`` (2x2 max pooling on ``phi`` and ``g``, the original code's option);
 * the step: training (forward + backward) or inference (forward alone);
-* the batch: one crop or two per GPU (the paper trains 8 crops on 4 GPUs).
+* the batch: one crop or two per GPU (the training batch of the official code over its GPUs:
+  ``batch`` in ``experiments/paper/official_code.csv``).
 """
 
 from __future__ import annotations

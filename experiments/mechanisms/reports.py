@@ -29,7 +29,9 @@ def _table(summary: pd.DataFrame, paper: dict[str, str] | None = None) -> pd.Dat
     data = {
         "Variant": [f"{r['label']} (`{r['variant']}`)" for _, r in summary.iterrows()],
         "seeds": list(summary["seeds"]),
-        "val mIoU (%) mean ± std": [spread_text(r["miou_mean"], r["miou_std"], int(r["seeds"])) for _, r in summary.iterrows()],
+        "val mIoU (%) mean ± std": [
+            spread_text(r["miou_mean"], r["miou_std"], int(r["seeds"])) for _, r in summary.iterrows()
+        ],
         "95% t interval": [
             range_text(r["miou_ci95_low"], r["miou_ci95_high"], int(r["seeds"])) for _, r in summary.iterrows()
         ],
@@ -60,8 +62,14 @@ def _bars(
     """The per-variant summary (successes at the study's threshold) and the bar figure's file name."""
     names = list(variants)
     summary = summarise(results, names, {n: v.label for n, v in variants.items()}, study.success_miou_pct)
-    png = common.bar_figure(results, names, reports / f"{study.name}.png", title, study.success_miou_pct,
-                            labels={n: v.label for n, v in variants.items()})
+    png = common.bar_figure(
+        results,
+        names,
+        reports / f"{study.name}.png",
+        title,
+        study.success_miou_pct,
+        labels={n: v.label for n, v in variants.items()},
+    )
     return summary, png.name
 
 
@@ -170,14 +178,11 @@ def _stalled_gamma_note(runs: list[dict[str, Any]]) -> str:
     )
 
 
-def write_gamma(study: common.Study, settings: MechanismSettings, results: Results, reports: Path) -> Path:
-    variants = study.arms()
-    threshold = study.success_miou_pct
-    names = list(variants)
-    for r in results:
-        r["iterations_to_learn"] = iterations_to_learn(r, threshold)
+def _learning_rows(variants: dict, results: Results) -> list[dict]:
+    """Per variant: its runs, how many learned, the iterations they needed (mean, std, 95% t interval,
+    per seed), the final val mIoU and |gamma|. Each result has its ``iterations_to_learn`` already."""
     rows = []
-    for name in names:
+    for name in variants:
         part = [r for r in results if r["name"] == name]
         learned = [r["iterations_to_learn"] for r in part if r["iterations_to_learn"] is not None]
         mean = mean_std([float(v) for v in learned]) if learned else None
@@ -200,8 +205,12 @@ def write_gamma(study: common.Study, settings: MechanismSettings, results: Resul
                 "final_abs_gamma_mean": mean_std([abs(float(g)) for r in part for g in r["gamma"]])[0],
             }
         )
-    summary = pd.DataFrame(rows)
-    table = pd.DataFrame(
+    return rows
+
+
+def _learning_table(rows: list[dict]) -> pd.DataFrame:
+    """The report's table of :func:`_learning_rows`."""
+    return pd.DataFrame(
         {
             "Variant": [f"{r['label']} (`{r['variant']}`)" for r in rows],
             "learned (two evals >= threshold)": [f"{r['learned']}/{r['seeds']}" for r in rows],
@@ -209,14 +218,22 @@ def write_gamma(study: common.Study, settings: MechanismSettings, results: Resul
                 spread_text(r["iters_to_learn_mean"], r["iters_to_learn_std"], r["learned"], 0) if r["learned"] else "-"
                 for r in rows
             ],
-            "95% t interval": [
-                range_text(r["iters_ci95_low"], r["iters_ci95_high"], r["learned"], 0) for r in rows
-            ],
+            "95% t interval": [range_text(r["iters_ci95_low"], r["iters_ci95_high"], r["learned"], 0) for r in rows],
             "per seed": [r["iters_per_seed"] for r in rows],
             "final val mIoU (%)": [f"{r['final_miou_mean']:.1f}" for r in rows],
             "final |gamma| (mean)": [f"{r['final_abs_gamma_mean']:.3f}" for r in rows],
         }
     )
+
+
+def write_gamma(study: common.Study, settings: MechanismSettings, results: Results, reports: Path) -> Path:
+    variants = study.arms()
+    threshold = study.success_miou_pct
+    for r in results:
+        r["iterations_to_learn"] = iterations_to_learn(r, threshold)
+    rows = _learning_rows(variants, results)
+    summary = pd.DataFrame(rows)
+    table = _learning_table(rows)
     per_run = runs_frame(results, ["miou", "iterations_to_learn", "iterations_run", "gamma", "seconds"])
     check = gamma_check(per_run)
     png = _curves_figure(settings, variants, results, reports / f"{study.name}.png", threshold)

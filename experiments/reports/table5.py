@@ -1,6 +1,6 @@
 """``reports/table5.md`` as the paper prints its efficiency table: one row per block (+NL, +NL x2, +RCCA
 R=1/2/3), columns GFLOPs, memory and mIoU, the paper's value beside ours; the variants (two crops, forward
-alone, other non-local forms) in a second table; and the verdict on the paper's +NL 1411 MB stated there.
+alone, other non-local forms) in a second table; and the verdict on the paper's +NL memory stated there.
 
 Built from the comparison frame of :func:`experiments.reports.tables.compare` (the long CSV stays as it
 is: ``reports/claims.md`` reads it); verdicts by the efficiency rule of :mod:`experiments.reports.verdicts`.
@@ -112,7 +112,8 @@ def displayed(frame: pd.DataFrame, memory_error_pct: float) -> list[tuple[str, p
 
 
 def verdict_on_nonlocal_memory(frame: pd.DataFrame, memory_error_pct: float) -> str:
-    """The sentence table5.md states on the paper's +NL memory (1411 MB), by the declared rule."""
+    """The sentence table5.md states on the paper's +NL memory (``memory_increment_mb`` of the ``nonlocal`` row
+    of ``experiments/paper/table05_efficiency.csv``), by the declared rule."""
     paper, ours = _cell(frame, "nonlocal", "memory_increment_mb")
     if paper is None or ours is None:
         return "The paper's +NL memory is not compared: the `nonlocal` row has not run at this scale."
