@@ -48,9 +48,11 @@ def test_a_resumed_row_says_from_which_iteration(env, capsys):  # noqa: F811
     import torch
 
     from cca.engine import checkpoint
+    from experiments.cache import produces
 
     attempts = []
 
+    @produces(1)
     def runner(table, row, settings, options, directory):
         attempts.append(row.key)
         if len(attempts) == 1:  # killed after its checkpoint at iteration 7
