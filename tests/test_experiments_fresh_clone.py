@@ -9,6 +9,7 @@ import pandas as pd
 from test_experiments import CALLS, env, fake_table  # noqa: F401  (env is a fixture)
 
 from experiments import run, spec
+from experiments.cache import produces
 
 
 def _ours(frame: pd.DataFrame, key: str) -> list[str]:
@@ -51,6 +52,7 @@ def test_a_resumed_row_says_from_which_iteration(env, capsys):  # noqa: F811
 
     attempts = []
 
+    @produces(version=1)
     def runner(table, row, settings, options, directory):
         attempts.append(row.key)
         if len(attempts) == 1:  # killed after its checkpoint at iteration 7

@@ -23,7 +23,8 @@ def test_dry_run_at_full_scale_states_the_plan(capsys):
 
 
 def test_the_checkpoint_size_in_the_plan_matches_a_real_checkpoint(tmp_path):
-    from cca.engine.config import apply_overrides, get_config
+    from cca.engine.config import apply_overrides
+    from cca.engine.presets import get_config
     from cca.engine.train import train
     from experiments.full_scale_plan import estimate
 
