@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cca.engine import checkpoint
-from cca.engine.config import apply_overrides, get_config
+from cca.engine.config import apply_overrides
+from cca.engine.presets import get_config
 
 
 class _Payload:

@@ -14,8 +14,9 @@ import torch
 
 from cca.__main__ import main
 from cca.engine import checkpoint
-from cca.engine.config import apply_overrides, get_config, save_config
+from cca.engine.config import apply_overrides, save_config
 from cca.engine.lock import RunLock
+from cca.engine.presets import get_config
 
 
 @pytest.fixture(scope="module")
