@@ -35,7 +35,6 @@ from experiments.mechanisms import model as _model
 from experiments.mechanisms import training as _training
 from experiments.mechanisms.settings import MechanismSettings, Variant
 from experiments.mechanisms.stats import mean_std
-from experiments.mechanisms.training import feature_statistics  # noqa: F401  (re-exported)
 
 RUNS = Path("runs") / "longrange"
 REPORTS = Path("reports")

@@ -352,7 +352,7 @@ def test_table_smoke_path_writes_its_report(number, tmp_path, monkeypatch):
 def test_feature_statistics_on_known_features():
     import torch
 
-    from experiments.longrange import feature_statistics
+    from experiments.mechanisms.training import feature_statistics
 
     label = torch.tensor([[[0, 0], [1, 1]]])  # (1, 2, 2)
     feat = torch.zeros(1, 2, 2, 2)
