@@ -67,7 +67,7 @@ def run_row(table: Table, row: Row, options: Options) -> dict[str, Any]:
         print(f"[table {table.number}] {row.key}: result exists for these settings and code, skipped (--force re-runs)")
         return previous
     directory.mkdir(parents=True, exist_ok=True)
-    with RunLock(directory, ".row.lock"):  # a second `run.py` on this row fails at once, naming this one
+    with RunLock(directory, ".row.lock"):  # a second `python -m experiments.run` on this row fails at once, naming this one
         state = read_json(state_path)
         resume = not options.force and is_current(state, digest, table.runner, legacy)
         if not resume:
