@@ -96,13 +96,13 @@ def triton_interpret(session: nox.Session) -> None:
 @nox.session(default=False)
 def triton_compile(session: nox.Session) -> None:
     """Compile the fused Triton kernels for sm_80/sm_90 without a GPU: registers, spills, shared memory (`-- --arch 90`)."""
-    _run(session, "experiments/triton_compile.py", *session.posargs)
+    _run(session, "-m", "experiments.triton_compile", *session.posargs)
 
 
 @nox.session(default=False)
 def gpu_check(session: nox.Session) -> None:
     """On a CUDA machine: build, CUDA tests, every CUDA backend + auto vs einsum, table 5 on CUDA -> reports/gpu.md (<= 8 min; --quick, --dry-run)."""
-    _run(session, "experiments/gpu_check.py", *session.posargs)
+    _run(session, "-m", "experiments.gpu_check", *session.posargs)
 
 
 @nox.session(default=False)
@@ -143,7 +143,7 @@ def _tables() -> list[tuple[int, str]]:
 
 def _reproduce(number: int, topic: str):
     def session_fn(session: nox.Session) -> None:
-        _run(session, "experiments/run.py", str(number), *session.posargs)
+        _run(session, "-m", "experiments.run", str(number), *session.posargs)
 
     session_fn.__doc__ = f"Table {number} ({topic}): smoke scale by default; `-- --scale full ...` for the paper's."
     return session_fn
@@ -156,13 +156,13 @@ for _number, _topic in _tables():
 @nox.session(default=False)
 def reproduce_all(session: nox.Session) -> None:
     """Every table at smoke scale (pass `-- --scale full ...` for the paper's setting)."""
-    _run(session, "experiments/run.py", "all", *session.posargs)
+    _run(session, "-m", "experiments.run", "all", *session.posargs)
 
 
 @nox.session(default=False)
 def reproduce_longrange(session: nox.Session) -> None:
     """Beyond the paper: the long-range context ablation (R=0/1/2, non-local, CCL) on CPU."""
-    _run(session, "experiments/longrange.py", *session.posargs)
+    _run(session, "-m", "experiments.longrange", *session.posargs)
 
 
 def _mechanism(module: str, topic: str):
@@ -191,4 +191,4 @@ def mechanisms(session: nox.Session) -> None:
 @nox.session(default=False)
 def attention_maps(session: nox.Session) -> None:
     """Attention-map figures (R=1 and composed R=2) from a trained smoke model."""
-    _run(session, "experiments/attention_maps.py", *session.posargs)
+    _run(session, "-m", "experiments.attention_maps", *session.posargs)

@@ -63,7 +63,10 @@ def git_dirty() -> bool | None:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command that is running, as a shell line (``python experiments/run.py 1 --scale smoke``)."""
+    """The command that is running, as a shell line (``python -m experiments.run 1 --scale smoke``).
+
+    A file of ``cca/`` or ``experiments/`` is a module, recorded as ``python -m package.module``, the one way
+    they run; any other script as its path."""
     if argv is None:
         orig = list(getattr(sys, "orig_argv", []))  # as typed: keeps ``-m package.module``
         if "-m" in orig[1:-1]:
@@ -75,7 +78,7 @@ def command_line(argv: list[str] | None = None) -> str:
             argv[0] = Path(argv[0]).resolve().relative_to(REPO_ROOT).as_posix()
         except ValueError:
             pass
-        if argv[0].startswith(("cca/", "experiments/reports/")):  # modules run with python -m
+        if argv[0].startswith(("cca/", "experiments/")):  # modules run with python -m
             module = argv[0][: -len(".py")].removesuffix("/__main__").replace("/", ".")
             argv = ["-m", module, *argv[1:]]
     return "python " + shlex.join(argv)

@@ -1,7 +1,7 @@
 """Attention-map figures: where chosen pixels look after one criss-cross loop (R=1) and after two (R=2).
 
-    python experiments/attention_maps.py                       # nox -s attention_maps
-    python experiments/attention_maps.py --checkpoint runs/table02/smoke/r2/last.pt   # any engine checkpoint
+    python -m experiments.attention_maps                       # nox -s attention_maps
+    python -m experiments.attention_maps --checkpoint runs/table02/smoke/r2/last.pt   # any engine checkpoint
 
 Default model: the long-range task's RCCA R=2 model (``experiments/longrange.py``, seed 0; trained here
 if its run is missing, about half a minute). Figures: ``reports/attention_longrange.png`` (a blob
@@ -18,21 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from cca.data.long_range import LongRangeDataset  # noqa: E402
-from cca.engine.checkpoint import load as load_checkpoint  # noqa: E402
-from cca.engine.parsing import apply_overrides  # noqa: E402
-from cca.reports.attention import attention_maps, plot_attention  # noqa: E402
-from experiments import longrange  # noqa: E402
+from cca.data.long_range import LongRangeDataset
+from cca.engine.checkpoint import load as load_checkpoint
+from cca.engine.parsing import apply_overrides
+from cca.reports.attention import attention_maps, plot_attention
+from experiments import longrange
 
 REPORTS = Path("reports")
 DEFAULT_CHECKPOINT = Path("runs") / "table02" / "smoke" / "r2" / "last.pt"
@@ -93,7 +88,7 @@ def checkpoint_figure(checkpoint: Path) -> tuple[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python experiments/attention_maps.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.attention_maps", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--checkpoint", type=Path, action="append", default=[],
         help=f"an engine checkpoint (last.pt/best.pt); default: {DEFAULT_CHECKPOINT} when it exists",
@@ -101,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=64, help="validation images for the cue-share statistic")
     args = parser.parse_args(argv)
     args.checkpoint = [c.resolve() for c in args.checkpoint]
-    os.chdir(ROOT)
     if not args.checkpoint and DEFAULT_CHECKPOINT.is_file():  # table 2's smoke CCNet (R=2), when it has run
         args.checkpoint = [DEFAULT_CHECKPOINT.resolve()]
     from cca.provenance import provenance, stamp

@@ -23,6 +23,7 @@ from cca.engine.distributed import resolve_device
 from cca.engine.loop import TrainingRun
 from cca.engine.metrics import evaluate_coco
 from experiments.cache import produces
+from experiments.segmentation import as_percent
 
 AP_METRICS = ("box_ap", "mask_ap", "box_ap50", "mask_ap50")
 
@@ -101,8 +102,6 @@ def evaluate(model: torch.nn.Module, dataset, device: torch.device) -> dict[str,
 @produces(version=1)  # raise when a change to the detection loop changes the numbers
 def detection_runner(table, row, settings: DetectionConfig, options, directory: Path) -> dict[str, float]:
     """Table 8's runner: box / mask AP and AP50 in percent (as the paper prints them)."""
-    from experiments.rows import as_percent
-
     if options.nproc > 1:
         raise NotImplementedError("table 8 (Mask R-CNN) trains in one process; run it without --nproc")
     return {k: as_percent(v) for k, v in train(settings).items()}

@@ -14,7 +14,7 @@ import dataclasses
 import re
 from typing import Any
 
-from experiments.spec import Options, Table
+from experiments.spec import Options, Table, selected_rows
 
 REFERENCE_GPU = "A100"  # the named GPU of the estimate; its peak from experiments/gpu_bench.py's data-sheet table
 PRESET_GPUS = re.compile(r"_(\d+)xb(\d+)-")  # mmsegmentation's "4xb2": 4 GPUs x 2 images
@@ -88,8 +88,6 @@ def plan_lines(table: Table, options: Options, base: Any) -> list[str]:
     """The ``--dry-run --scale full`` plan of ``table`` (its base settings), as indented lines."""
     if table.kind != "train" or getattr(base, "model", None) == "ccnet3d" or getattr(base, "dataset", None) is None:
         return [f"  full-scale plan: not estimated for a {table.kind!r} table ({getattr(base, 'model', '')})"]
-    from experiments.settings import selected_rows
-
     rows = selected_rows(table, options)
     fig = estimate(base, options.nproc, preset=getattr(table.full, "name", ""))
     hours = fig["gpu_hours_at_peak"]

@@ -16,7 +16,7 @@ Steps, each timed against its budget (``--dry-run`` lists them; needs no GPU):
 * ``report``: ``reports/gpu.md`` + CSVs naming the device, with the kernels' roofline at the paper's shape,
   and ``reports/gpu_model.md`` again with the measured times beside the predicted ones.
 
-    python experiments/gpu_check.py [--quick] [--dry-run]
+    python -m experiments.gpu_check [--quick] [--dry-run]
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 TOTAL_LIMIT_S = {"full": 480, "quick": 240}
 REPORT = ROOT / "reports" / "gpu.md"
@@ -285,7 +283,7 @@ def write_report(results: dict, steps: list[dict], mode: str, total_s: float, de
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python experiments/gpu_check.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"the {TOTAL_LIMIT_S['quick'] // 60}-minute version")
     parser.add_argument("--dry-run", action="store_true", help="list the steps and their budgets; run nothing")
     args = parser.parse_args(argv)

@@ -1,8 +1,8 @@
 """Beyond the paper: does R=2 reach context that R=1 cannot? A long-range ablation that runs on CPU.
 
-    python experiments/longrange.py              # nox -s reproduce_longrange
-    python experiments/longrange.py --dry-run    # the settings and the planned runs
-    python experiments/longrange.py --seeds 0    # one seed per variant (faster)
+    python -m experiments.longrange              # nox -s reproduce_longrange
+    python -m experiments.longrange --dry-run    # the settings and the planned runs
+    python -m experiments.longrange --seeds 0    # one seed per variant (faster)
 
 The task (``cca.data.long_range``): the class of an object blob is the colour of a cue placed so that
 it shares no row or column with the blob (with a gap wider than the conv stem's receptive field).
@@ -26,21 +26,15 @@ resumable training loop are the mechanism experiments' (:mod:`experiments.mechan
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from experiments.mechanisms import common  # noqa: E402
-from experiments.mechanisms import model as _model  # noqa: E402
-from experiments.mechanisms import training as _training  # noqa: E402
-from experiments.mechanisms.settings import MechanismSettings, Variant  # noqa: E402
-from experiments.mechanisms.stats import mean_std  # noqa: E402
-from experiments.mechanisms.training import feature_statistics  # noqa: E402,F401  (re-exported)
+from experiments.mechanisms import common
+from experiments.mechanisms import model as _model
+from experiments.mechanisms import training as _training
+from experiments.mechanisms.settings import MechanismSettings, Variant
+from experiments.mechanisms.stats import mean_std
 
 RUNS = Path("runs") / "longrange"
 REPORTS = Path("reports")
@@ -184,8 +178,7 @@ mean ± std over seeds) in the table below. Measured order (mean val mIoU): {ord
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parse_args("python experiments/longrange.py", __doc__, argv, variants=list(VARIANTS), runs=RUNS)
-    os.chdir(ROOT)
+    args = common.parse_args("python -m experiments.longrange", __doc__, argv, variants=list(VARIANTS), runs=RUNS)
     settings = common.apply_args(LongRangeSettings(), args)
     if args.dry_run:
         return common.dry_run(settings, {v: VARIANTS[v] for v in args.variants})

@@ -1,5 +1,5 @@
-"""``reports/tableN.md`` + ``.csv`` of one scale, built from every result on disk for that scale, with
-training curves, and the index ``reports/README.md``."""
+"""Report: ``reports/tableN.md`` + ``.csv`` of one scale, built from every result on disk for that scale,
+with training curves, and the index ``reports/README.md``; the labels a row's result carries."""
 
 from __future__ import annotations
 
@@ -9,10 +9,33 @@ from typing import Any
 
 from cca._io import atomic_write_text
 from experiments import spec
-from experiments.settings import BACKBONE_NAMES, run_dir, settings_dict
-from experiments.spec import Options, Table
+from experiments.settings import run_dir, settings_dict
+from experiments.spec import Options, Row, Table
 
 METRIC_LABELS = {"miou": "mIoU", "box_ap": "box AP", "mask_ap": "mask AP"}
+BACKBONE_NAMES = {"resnet101": "ResNet-101", "resnet50": "ResNet-50"}  # as the paper's tables print them
+
+
+def row_label(row: Row, settings: Any) -> str:
+    """The row's label with the backbone it really runs (``resnet18_tiny`` at smoke scale, not "ResNet-101")."""
+    backbone = getattr(settings, "backbone", None)
+    if backbone is None:
+        return row.label
+    label = row.label
+    actual = BACKBONE_NAMES.get(backbone, backbone)
+    for name in BACKBONE_NAMES.values():
+        label = label.replace(name, actual)
+    return label
+
+
+def data_label(settings: Any) -> str:
+    """``"synthetic <dataset>-format"``, ``"<dataset> (real)"`` or ``"no data (module alone)"``."""
+    dataset = getattr(settings, "dataset", None)
+    if dataset is None:
+        return "no data (module alone)"
+    if getattr(settings, "synthetic", False):
+        return f"synthetic {dataset}-format"
+    return f"{dataset} (real)"
 
 
 def _ours(results: Mapping[str, Mapping[str, Any]]):

@@ -1,4 +1,4 @@
-"""Running one row: resumable, locked, never losing an earlier result; the engine runner of training rows.
+"""Run: one row, resumable, locked, never losing an earlier result (a table's runner does the work).
 
 Results go to ``runs/tableNN/<scale>/<row>/result.json`` with their key (:mod:`experiments.cache`: the
 resolved settings and the runner's declared code version) and, as provenance, the commit; a row whose
@@ -10,20 +10,18 @@ fails leaves its earlier ``result.json`` in place: the report keeps showing it.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from cca._io import atomic_write_json
-from experiments.cache import code_version, is_current, produces
-from experiments.settings import data_label, row_key, row_label, row_settings, run_dir, settings_dict, settings_hash
-from experiments.spec import ROOT, Options, Row, Table
+from experiments.cache import code_version, is_current
+from experiments.report import data_label, row_label
+from experiments.settings import device_of, row_key, row_settings, run_dir, settings_dict, settings_hash
+from experiments.spec import Options, Row, Table
 
 RESULT = "result.json"
 KEEP = {RESULT, ".lock", ".row.lock"}  # what a fresh start of a row leaves in its directory
-ENGINE_METRICS = ("miou", "pixel_acc", "mean_acc")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -38,15 +36,6 @@ def read_result(table: Table, row: Row, options: Options) -> dict[str, Any] | No
     """The row's result at the options' scale, if one is on disk."""
     record = read_json(run_dir(table, row, options) / RESULT)
     return record if record and "metrics" in record and record.get("scale", options.scale) == options.scale else None
-
-
-def device_of(settings: Any) -> str:
-    import torch
-
-    device = getattr(settings, "device", "cpu")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def _clear(directory: Path) -> None:
@@ -78,7 +67,7 @@ def run_row(table: Table, row: Row, options: Options) -> dict[str, Any]:
         print(f"[table {table.number}] {row.key}: result exists for these settings and code, skipped (--force re-runs)")
         return previous
     directory.mkdir(parents=True, exist_ok=True)
-    with RunLock(directory, ".row.lock"):  # a second `run.py` on this row fails at once, naming this one
+    with RunLock(directory, ".row.lock"):  # a second `python -m experiments.run` on this row fails at once, naming this one
         state = read_json(state_path)
         resume = not options.force and is_current(state, digest, table.runner, legacy)
         if not resume:
@@ -126,36 +115,3 @@ def _checkpoint_iteration(directory: Path) -> int | None:
         return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["iteration"])
     except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported by the engine when it resumes
         return None
-
-
-def as_percent(value: float) -> float:
-    """The engine reports fractions in [0, 1]; the paper prints percentages."""
-    return 100.0 * float(value)
-
-
-@produces(version=1)  # raise when a change to the engine's training or evaluation changes the numbers
-def train_runner(table: Table, row: Row, cfg: Any, options: Options, directory: Path) -> dict[str, float]:
-    """Train + evaluate one row through the engine (``torchrun -m cca train`` when ``--nproc > 1``);
-    returns the engine's metrics in percent."""
-    from cca.engine.checkpoint import previous_path
-    from cca.engine.config import save_config
-
-    last = directory / "last.pt"
-    resume = last.is_file() or previous_path(last).is_file()
-    if options.nproc > 1:
-        requested = save_config(cfg, directory / "requested_config.json")
-        command = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={options.nproc}",
-            "-m", "cca", "train", "--config", str(requested),
-        ] + (["--resume"] if resume else [])
-        print("  $ " + " ".join(command))
-        subprocess.run(command, check=True, cwd=ROOT)
-    else:
-        from cca.engine.train import train
-
-        train(cfg, resume=resume)
-    metrics_path = directory / "metrics.json"
-    final = read_json(metrics_path)
-    if final is None:
-        raise RuntimeError(f"training finished but wrote no {metrics_path}")
-    return {key: as_percent(final[key]) for key in ENGINE_METRICS if key in final}

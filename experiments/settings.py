@@ -1,4 +1,5 @@
-"""The settings one row runs with, their hash, and the smoke scale derived from a full-scale preset.
+"""Resolve: the settings one row runs with at a scale, their key, the device they resolve to, and the smoke
+scale derived from a full-scale preset.
 
 Settings of a row = base of the scale (full or smoke) + the row's changes + the command line
 (``--data-root``, ``--pretrained``, ``--device``, ``--set key=value``), all applied by the engine's one
@@ -14,8 +15,6 @@ from typing import Any
 
 from experiments.cache import identity_hash, result_key
 from experiments.spec import SYNTHETIC_AUTO, Options, Row, Table
-
-BACKBONE_NAMES = {"resnet101": "ResNet-101", "resnet50": "ResNet-50"}  # as the paper's tables print them
 
 
 def apply_changes(settings: Any, changes: Mapping[str, Any] | Sequence[str]) -> Any:
@@ -98,28 +97,6 @@ def settings_hash(table: Table, row: Row, settings: Any) -> str:
     return identity_hash(row_identity(table, row, settings))
 
 
-def row_label(row: Row, settings: Any) -> str:
-    """The row's label with the backbone it really runs (``resnet18_tiny`` at smoke scale, not "ResNet-101")."""
-    backbone = getattr(settings, "backbone", None)
-    if backbone is None:
-        return row.label
-    label = row.label
-    actual = BACKBONE_NAMES.get(backbone, backbone)
-    for name in BACKBONE_NAMES.values():
-        label = label.replace(name, actual)
-    return label
-
-
-def data_label(settings: Any) -> str:
-    """``"synthetic <dataset>-format"``, ``"<dataset> (real)"`` or ``"no data (module alone)"``."""
-    dataset = getattr(settings, "dataset", None)
-    if dataset is None:
-        return "no data (module alone)"
-    if getattr(settings, "synthetic", False):
-        return f"synthetic {dataset}-format"
-    return f"{dataset} (real)"
-
-
 def smoke_of(full: Any, **changes: Any) -> Any:
     """The smoke scale of a training setting: same model/loss/evaluation recipe, tiny everything else.
 
@@ -160,35 +137,11 @@ def smoke_of(full: Any, **changes: Any) -> Any:
     return dataclasses.replace(full, data_root=SYNTHETIC_AUTO, **base)
 
 
-def paper_row_names(table: Table) -> dict[str, str]:
-    """``{paper CSV row name: our row key}`` for the paper rows that name one of ours."""
-    import pandas as pd
+def device_of(settings: Any) -> str:
+    """The device a row's settings resolve to (``"auto"``: ``"cuda"`` when a GPU is visible, else ``"cpu"``)."""
+    import torch
 
-    path = table.paper_csv
-    if not path.is_file():
-        return {}
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "ours_row" not in frame.columns or "row" not in frame.columns:
-        return {}
-    return {r: k for r, k in zip(frame["row"], frame["ours_row"], strict=True) if k}
-
-
-def selected_rows(table: Table, options: Options) -> list[Row]:
-    """The rows ``--rows`` names (our keys, or the paper CSV's row names shown in the report); all by default."""
-    if not options.rows:
-        return list(table.rows)
-    known = {r.key: r for r in table.rows}
-    aliases = paper_row_names(table)
-    chosen: list[Row] = []
-    unknown = []
-    for name in options.rows:
-        key = name if name in known else aliases.get(name)
-        if key not in known:
-            unknown.append(name)
-        elif known[key] not in chosen:
-            chosen.append(known[key])
-    if unknown:
-        named = ", ".join(f"{a} (= {k})" for a, k in aliases.items() if a not in known)
-        raise ValueError(f"table {table.number} has no row(s) {unknown}; rows: {', '.join(known)}"
-                         + (f"; the report's row names also work: {named}" if named else ""))
-    return chosen
+    device = getattr(settings, "device", "cpu")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

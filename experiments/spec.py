@@ -1,9 +1,12 @@
-"""What a table entry declares: :class:`Table` (settings at both scales, rows, runner), :class:`Row`,
-and the command line's :class:`Options`; the paths every part of ``experiments/`` shares."""
+"""Declare: what a table entry declares (:class:`Table`: settings at both scales, rows, runner; :class:`Row`),
+the command line's :class:`Options` and the rows it selects; the paths every part of ``experiments/`` shares.
+
+The driver's other roles: resolve (a row's settings at a scale, :mod:`experiments.settings`), run (one row,
+its cache, :mod:`experiments.rows`; a whole table, :mod:`experiments.run`), report (:mod:`experiments.report`).
+"""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,16 +14,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_DIR = ROOT / "experiments" / "paper"
-# Relative to the working directory, which `experiments/run.py` sets to the repository root: the
+# Relative to the working directory, the repository root (`python -m experiments.run` runs from there): the
 # settings, results and reports then name portable paths (runs/..., reports/...).
 RUNS_DIR = Path("runs")
 REPORTS_DIR = Path("reports")
 SCALES = ("smoke", "full")
 SYNTHETIC_AUTO = "runs/data/synthetic/auto"  # smoke data root: resolved per row to runs/data/synthetic/<params>
 KINDS = ("train", "profile", "detection")
-
-if str(ROOT) not in sys.path:  # so `python experiments/run.py` imports the entries as `experiments.*`
-    sys.path.insert(0, str(ROOT))
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Row:
 
 @dataclass(frozen=True)
 class Options:
-    """What the command line asks for (see ``experiments/run.py --help``)."""
+    """What the command line asks for (see ``python -m experiments.run --help``)."""
 
     scale: str = "smoke"
     data_root: str | None = None
@@ -65,9 +65,9 @@ Runner = Callable[["Table", Row, Any, Options, Path], dict[str, float]]
 class Table:
     """One paper table: settings at both scales, our rows, how a row runs, what the report says.
 
-    A training table (the default ``kind``) needs only its full-scale settings: its smoke scale defaults
-    to :func:`experiments.settings.smoke_of` of them, its runner to the engine's
-    :func:`experiments.rows.train_runner`.
+    Every table names its smoke settings and its runner; a training table (the default ``kind``) usually
+    takes :func:`experiments.settings.smoke_of` of its full-scale settings and the engine's
+    :func:`experiments.segmentation.train_runner`.
     """
 
     number: int
@@ -76,12 +76,12 @@ class Table:
     metrics: tuple[str, ...]  # metric columns compared with the paper (the paper's units), primary first
     rows: tuple[Row, ...]
     full: Any  # the paper's setting (a settings dataclass, usually a named preset of cca.engine.presets)
+    smoke: Any  # the smoke scale (for a training table usually smoke_of(full))
+    runner: Runner  # how one row runs (for a training table usually the engine's train_runner)
     shows_full: str  # what the table shows at full scale
     shows_smoke: str  # what a smoke run shows (never a reproduction of the paper's numbers)
     notes: tuple[str, ...] = ()  # settings not found in the paper, deviations, caveats
     kind: str = "train"  # "train" (engine), "profile" (profiling harness), "detection" (Mask R-CNN loop)
-    smoke: Any = None  # derived from `full` (None: smoke_of(full), training tables only)
-    runner: Runner | None = None  # how one row runs (None: the engine's train_runner, training tables only)
     # metrics measured at a fixed setting whatever the scale (metric -> the setting, shown in the Scale column)
     metric_scales: Mapping[str, str] = field(default_factory=dict)
 
@@ -91,16 +91,9 @@ class Table:
         keys = [r.key for r in self.rows]
         if len(set(keys)) != len(keys):
             raise ValueError(f"table {self.number}: duplicate row keys {keys}")
-        if self.kind != "train" and (self.smoke is None or self.runner is None):
-            raise ValueError(f"table {self.number}: a {self.kind!r} table needs its smoke settings and its runner")
-        if self.smoke is None:
-            from experiments.settings import smoke_of
-
-            object.__setattr__(self, "smoke", smoke_of(self.full))
-        if self.runner is None:
-            from experiments.rows import train_runner
-
-            object.__setattr__(self, "runner", train_runner)
+        if self.smoke is None or not callable(self.runner):
+            raise ValueError(f"table {self.number}: needs its smoke settings and its runner (a function), got "
+                             f"smoke={self.smoke!r}, runner={self.runner!r}")
 
     @property
     def paper_csv(self) -> Path:
@@ -108,3 +101,37 @@ class Table:
 
     def base(self, scale: str) -> Any:
         return self.full if scale == "full" else self.smoke
+
+
+def paper_row_names(table: Table) -> dict[str, str]:
+    """``{paper CSV row name: our row key}`` for the paper rows that name one of ours."""
+    import pandas as pd
+
+    path = table.paper_csv
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "ours_row" not in frame.columns or "row" not in frame.columns:
+        return {}
+    return {r: k for r, k in zip(frame["row"], frame["ours_row"], strict=True) if k}
+
+
+def selected_rows(table: Table, options: Options) -> list[Row]:
+    """The rows ``--rows`` names (our keys, or the paper CSV's row names shown in the report); all by default."""
+    if not options.rows:
+        return list(table.rows)
+    known = {r.key: r for r in table.rows}
+    aliases = paper_row_names(table)
+    chosen: list[Row] = []
+    unknown = []
+    for name in options.rows:
+        key = name if name in known else aliases.get(name)
+        if key not in known:
+            unknown.append(name)
+        elif known[key] not in chosen:
+            chosen.append(known[key])
+    if unknown:
+        named = ", ".join(f"{a} (= {k})" for a, k in aliases.items() if a not in known)
+        raise ValueError(f"table {table.number} has no row(s) {unknown}; rows: {', '.join(known)}"
+                         + (f"; the report's row names also work: {named}" if named else ""))
+    return chosen

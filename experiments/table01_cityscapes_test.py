@@ -12,7 +12,9 @@ benchmark server), so our number is compared with a test-set number only as a re
 from __future__ import annotations
 
 from cca.engine import presets
-from experiments.common import Row, Table
+from experiments.segmentation import train_runner
+from experiments.settings import smoke_of
+from experiments.spec import Row, Table
 
 # The paper's Cityscapes setting + the category consistent loss of the TPAMI model (its inner weights:
 # experiments/paper/ccl.csv), read top to bottom in cca/engine/presets.py:
@@ -28,6 +30,8 @@ TABLE = Table(
     metrics=("miou",),
     rows=ROWS,
     full=FULL,
+    smoke=smoke_of(FULL),
+    runner=train_runner,
     shows_full="Our CCNet trained at the paper's setting, evaluated on Cityscapes val (test labels are not public), "
     "beside the paper's test-set figures.",
     shows_smoke="It shows that the full CCNet pipeline (data, model, loss with CCL, training, sliding/whole evaluation) "

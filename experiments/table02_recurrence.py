@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from cca.engine import presets
 from experiments.cache import produces
-from experiments.common import Row, Table, train_runner
+from experiments.segmentation import train_runner
+from experiments.settings import smoke_of
+from experiments.spec import Row, Table
 
 _INCREMENTS: dict = {}  # (recurrence, input) -> what RCCA with R loops adds to the network (measured once)
 
@@ -55,6 +57,7 @@ TABLE = Table(
     metrics=("miou", "gflops_increment", "memory_increment_mb"),
     rows=ROWS,
     full=FULL,
+    smoke=smoke_of(FULL),
     runner=recurrence_runner,
     metric_scales={metric: "full setting: ResNet-101, 769x769 crop (fake tensors)"
                    for metric in ("gflops_increment", "memory_increment_mb")},

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 from cca.engine import presets
-from experiments.common import Row, Table
 from experiments.paper_settings import CCL_CHANNELS
+from experiments.segmentation import train_runner
+from experiments.settings import smoke_of
+from experiments.spec import Row, Table
 
 # The paper's Cityscapes setting, read top to bottom in cca/engine/presets.py
 # (ccnet_r101-d8_4xb2-60k_cityscapes-769x769);
@@ -33,6 +35,8 @@ TABLE = Table(
     metrics=("miou", "miou_gain", "successes_of_10"),
     rows=ROWS,
     full=FULL,
+    smoke=smoke_of(FULL),
+    runner=train_runner,
     shows_full="mIoU on Cityscapes val of CCNet (R=2) trained with and without the category consistent loss.",
     shows_smoke="It shows that training with the category consistent loss on the features after RCCA runs end to end; "
     "the synthetic smoke task cannot show its effect (see reports/longrange.md for the loss's feature statistics on CPU).",

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 from cca.engine import presets
-from experiments.common import Row, Table
 from experiments.paper_settings import CCL_CHANNELS
+from experiments.segmentation import train_runner
+from experiments.settings import smoke_of
+from experiments.spec import Row, Table
 
 # The paper's Cityscapes setting, read top to bottom in cca/engine/presets.py
 # (ccnet_r101-d8_4xb2-60k_cityscapes-769x769);
@@ -32,6 +34,8 @@ TABLE = Table(
     metrics=("miou",),
     rows=ROWS,
     full=FULL,
+    smoke=smoke_of(FULL),
+    runner=train_runner,
     shows_full="mIoU on Cityscapes val of one baseline with each context module, at the paper's setting.",
     shows_smoke="It shows that each context module trains and evaluates end to end in the same pipeline; the smoke "
     "numbers do not rank the modules.",

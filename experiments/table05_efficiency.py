@@ -22,7 +22,8 @@ from cca._io import atomic_write_json
 from cca.engine.config import DEVICES, require
 from cca.engine.parsing import check_fields
 from experiments.cache import produces
-from experiments.common import Options, Row, Table, run_dir
+from experiments.settings import run_dir
+from experiments.spec import Options, Row, Table
 
 STEPS = ("training", "inference")
 

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 from cca.engine import presets
-from experiments.common import Row, Table, smoke_of
+from experiments.segmentation import train_runner
+from experiments.settings import smoke_of
+from experiments.spec import Row, Table
 
 # The paper's LIP setting, derived from the Cityscapes one in cca/engine/presets.py (ccnet-ccl_r101-d8_4xb2-60k_lip-473x473);
 # the settings not found in the paper are marked there.
@@ -26,6 +28,7 @@ TABLE = Table(
     rows=ROWS,
     full=FULL,
     smoke=SMOKE,
+    runner=train_runner,
     shows_full="Our CCNet on LIP val at crop 473, beside the paper's 55.47 mIoU.",
     shows_smoke="It shows that LIP-format data (20 parts, left/right label swaps on flips) trains and evaluates end to end.",
     notes=(

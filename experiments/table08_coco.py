@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 
 from cca.engine import presets
-from experiments.common import SYNTHETIC_AUTO, Row, Table
 from experiments.detection import detection_runner
+from experiments.spec import SYNTHETIC_AUTO, Row, Table
 
 # The full setting: Mask R-CNN with FPN at the standard COCO "1x" schedule (the paper's was not found),
 # read top to bottom in cca/engine/presets.py (mask-rcnn-rcca_r50-fpn_8xb2-90k_coco).

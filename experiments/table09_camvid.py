@@ -10,7 +10,7 @@ The per-frame row trains through the engine; the 3D row trains on clips of conse
 from __future__ import annotations
 
 from cca.engine import presets
-from experiments.common import Row, Table
+from experiments.spec import Row, Table
 from experiments.video import smoke_settings, video_runner
 
 # The full setting, read top to bottom in cca/engine/presets.py (ccnet3d_r101-d8_4xb2-20k_camvid-360x480).

@@ -7,7 +7,7 @@ from the cubin with Triton's bundled ``cuobjdump``. Fails when a kernel does not
 more shared memory than the architecture has. This checks the GPU lowering (tensor-core dot shapes,
 layouts, resources); only a GPU can time the kernels or run them.
 
-    python experiments/triton_compile.py [--arch 80 90] [--dtype float32 tf32 float16 bfloat16]
+    python -m experiments.triton_compile [--arch 80 90] [--dtype float32 tf32 float16 bfloat16]
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 SHARED_LIMIT_BYTES = {80: 166912, 86: 101376, 89: 101376, 90: 232448}  # per block, opt-in maximum
 DTYPES = {"float32": ("fp32", False), "tf32": ("fp32", True), "float16": ("fp16", False), "bfloat16": ("bf16", False)}
@@ -81,7 +77,7 @@ def _cases(dtype_name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.triton_compile", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], choices=sorted(SHARED_LIMIT_BYTES))
     parser.add_argument("--dtype", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     args = parser.parse_args(argv)

@@ -23,6 +23,8 @@ from cca.engine.loop import TrainingRun
 from cca.engine.metrics import ConfusionMatrix
 from cca.engine.schedule import poly_scheduler
 from experiments.cache import produces
+from experiments.segmentation import as_percent, train_runner
+from experiments.spec import SYNTHETIC_AUTO
 
 METRICS = ("miou", "pixel_acc", "mean_acc")
 
@@ -83,8 +85,6 @@ def evaluate_3d(model: torch.nn.Module, val_set, frame: int, device: torch.devic
 @produces(version=1)  # raise when a change to the 3D loop or the engine changes the numbers
 def video_runner(table, row, cfg: VideoConfig, options, directory: Path) -> dict[str, float]:
     """Table 9's runner: the 3D row through :func:`train_3d`, the per-frame row through the engine; percent."""
-    from experiments.rows import as_percent, train_runner
-
     if cfg.model != "ccnet3d":
         return train_runner(table, row, cfg, options, directory)
     if options.nproc > 1:
@@ -94,8 +94,6 @@ def video_runner(table, row, cfg: VideoConfig, options, directory: Path) -> dict
 
 def smoke_settings(full: VideoConfig) -> VideoConfig:
     """Tiny backbone, CPU, synthetic CamVid-format sequences, 48-pixel crops, 150 steps."""
-    from experiments.spec import SYNTHETIC_AUTO
-
     return dataclasses.replace(
         full, backbone="resnet18_tiny", pretrained=None, synthetic=True, synthetic_num_train=16, synthetic_num_val=4,
         synthetic_size=(48, 64), data_root=SYNTHETIC_AUTO, crop_size=(48, 48), num_workers=0, batch_size=4,

@@ -4,7 +4,6 @@ and a crafted pickle is refused with one line naming the file, before anything i
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,6 @@ import torch
 from cca.engine import checkpoint
 from cca.engine.config import apply_overrides
 from cca.engine.presets import get_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Payload:
@@ -44,7 +41,6 @@ def test_crafted_pickle_is_refused_by_checkpoint_load(tmp_path):
 
 
 def test_crafted_pickle_is_refused_by_attention_maps(tmp_path):
-    sys.path.insert(0, str(ROOT))
     from experiments.attention_maps import checkpoint_figure
 
     marker = tmp_path / "ran"
@@ -88,7 +84,6 @@ def test_engine_checkpoints_load_weights_only(data_root, tmp_path):
 
 
 def test_mechanism_checkpoints_load_weights_only(tmp_path):
-    sys.path.insert(0, str(ROOT))
     from cca.engine.parsing import apply_overrides as override
     from experiments.mechanisms.settings import MechanismSettings, Variant
     from experiments.mechanisms.training import train_one

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from experiments import common, run, spec  # noqa: E402
-from experiments.cache import produces  # noqa: E402
+from experiments import report, run, spec
+from experiments import settings as resolve
+from experiments.cache import produces
 
 # ---------------------------------------------------------------------------------------------
 # The machinery, on a fake table whose runner only records its calls
@@ -45,9 +40,9 @@ def fake_runner(table, row, settings, options, directory):
     return {"miou": 10.0 * settings.iterations}
 
 
-def fake_table(rows=None) -> common.Table:
-    rows = rows or (common.Row("a", "Row A", {"iterations": 2}), common.Row("b", "Row B", {"iterations": 3}))
-    return common.Table(
+def fake_table(rows=None) -> spec.Table:
+    rows = rows or (spec.Row("a", "Row A", {"iterations": 2}), spec.Row("b", "Row B", {"iterations": 3}))
+    return spec.Table(
         number=99, topic="demo", title="Demo table", kind="train", metrics=("miou",), rows=tuple(rows),
         full=FakeSettings(iterations=1000), smoke=FakeSettings(), runner=fake_runner,
         shows_full="full text", shows_smoke="smoke text",
@@ -66,32 +61,32 @@ def env(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(spec, "PAPER_DIR", paper)
     CALLS.clear()
-    return common.Options(runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports", command="python experiments/run.py 99")
+    return spec.Options(runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports", command="python -m experiments.run 99")
 
 
 def test_rows_run_once_and_are_skipped_when_done(env):
     table = fake_table()
-    outcome = common.run_table(table, env)
+    outcome = run.run_table(table, env)
     assert outcome["failed"] == [] and CALLS == [("a", 2, 0.1), ("b", 3, 0.1)]
     record = json.loads((env.runs_dir / "table99" / "smoke" / "a" / "result.json").read_text())
     assert record["metrics"] == {"miou": 20.0} and record["scale"] == "smoke" and len(record["settings_hash"]) == 16
     assert "commit" in record and record["hardware"]
-    common.run_table(table, env)
+    run.run_table(table, env)
     assert len(CALLS) == 2, "rows with results for the same settings and commit must be skipped"
-    common.run_table(table, common.Options(**{**env.__dict__, "force": True}))
+    run.run_table(table, spec.Options(**{**env.__dict__, "force": True}))
     assert len(CALLS) == 4, "--force re-runs every row"
-    common.run_table(table, common.Options(**{**env.__dict__, "overrides": ("lr=0.25",)}))
+    run.run_table(table, spec.Options(**{**env.__dict__, "overrides": ("lr=0.25",)}))
     assert CALLS[-2:] == [("a", 2, 0.25), ("b", 3, 0.25)], "changed settings re-run"
 
 
 def test_report_has_paper_and_ours_side_by_side(env):
-    common.run_table(fake_table(), env)
+    run.run_table(fake_table(), env)
     text = (env.reports_dir / "table99.md").read_text()
     assert text.startswith("# Table 99: Demo table")
     assert "Smoke scale: this is not a reproduction" in text and "smoke text" in text
     assert "25.5 (verbatim)" in text and "20.00" in text and "n/a (smoke)" in text
     assert "not found" in text and "quoted from the paper" in text
-    assert "python experiments/run.py 99" in text and "curves/table99_a.png" in text
+    assert "python -m experiments.run 99" in text and "curves/table99_a.png" in text
     assert (env.reports_dir / "curves" / "table99_a.png").is_file()
     frame = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
     assert set(frame["row"]) == {"pa", "pq", "pb"}
@@ -102,10 +97,10 @@ def test_report_has_paper_and_ours_side_by_side(env):
 
 def test_a_failing_row_keeps_its_earlier_result_and_is_listed_on_the_console(env, capsys):
     table = fake_table()
-    common.run_table(table, env)
+    run.run_table(table, env)
     before = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
-    failing = common.Options(**{**env.__dict__, "overrides": ("lr=0.5",), "rows": ("b",)})
-    outcome = common.run_table(table, failing)
+    failing = spec.Options(**{**env.__dict__, "overrides": ("lr=0.5",), "rows": ("b",)})
+    outcome = run.run_table(table, failing)
     assert outcome["failed"] == ["b"]
     out = capsys.readouterr().out
     assert "b: FAILED: RuntimeError: this row always fails" in out and "failed: b" in out
@@ -119,10 +114,10 @@ def test_a_failing_row_keeps_its_earlier_result_and_is_listed_on_the_console(env
 
 def test_a_failed_run_at_another_scale_leaves_the_report_alone(env, capsys):
     table = fake_table()
-    common.run_table(table, env)
+    run.run_table(table, env)
     md, index = (env.reports_dir / "table99.md").read_text(), (env.reports_dir / "README.md").read_text()
-    full = common.Options(**{**env.__dict__, "scale": "full", "overrides": ("lr=0.5",), "rows": ("a",)})
-    assert common.run_table(table, full) == {"report": None, "failed": ["a"], "ran": []}
+    full = spec.Options(**{**env.__dict__, "scale": "full", "overrides": ("lr=0.5",), "rows": ("a",)})
+    assert run.run_table(table, full) == {"report": None, "failed": ["a"], "ran": []}
     assert "no result at full scale" in capsys.readouterr().out
     assert (env.reports_dir / "table99.md").read_text() == md and (env.reports_dir / "README.md").read_text() == index
     assert (env.runs_dir / "table99" / "smoke" / "a" / "result.json").is_file(), "smoke results are not touched"
@@ -130,8 +125,8 @@ def test_a_failed_run_at_another_scale_leaves_the_report_alone(env, capsys):
 
 def test_a_partial_run_keeps_the_other_rows(env):
     table = fake_table()
-    common.run_table(table, common.Options(**{**env.__dict__, "rows": ("b",)}))
-    common.run_table(table, common.Options(**{**env.__dict__, "rows": ("a",), "force": True}))
+    run.run_table(table, spec.Options(**{**env.__dict__, "rows": ("b",)}))
+    run.run_table(table, spec.Options(**{**env.__dict__, "rows": ("a",), "force": True}))
     frame = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
     assert set(frame[frame["ours"] != ""]["ours_row"]) == {"a", "b"}
     text = (env.reports_dir / "table99.md").read_text()
@@ -140,7 +135,7 @@ def test_a_partial_run_keeps_the_other_rows(env):
 
 
 def test_full_scale_report_says_full_scale(env):
-    common.run_table(fake_table(), common.Options(**{**env.__dict__, "scale": "full"}))
+    run.run_table(fake_table(), spec.Options(**{**env.__dict__, "scale": "full"}))
     text = (env.reports_dir / "table99.md").read_text()
     assert "**Full scale**" in text and "Smoke scale" not in text and "full text" in text
     assert (env.runs_dir / "table99" / "full" / "a" / "result.json").is_file()
@@ -148,19 +143,19 @@ def test_full_scale_report_says_full_scale(env):
 
 def test_rows_take_the_reports_row_names_too(env):
     table = fake_table()
-    assert [r.key for r in common.selected_rows(table, common.Options(**{**env.__dict__, "rows": ("pa", "b")}))] == ["a", "b"]
+    assert [r.key for r in spec.selected_rows(table, spec.Options(**{**env.__dict__, "rows": ("pa", "b")}))] == ["a", "b"]
     with pytest.raises(ValueError, match=r"the report's row names also work: pa \(= a\), pb \(= b\)"):
-        common.selected_rows(table, common.Options(**{**env.__dict__, "rows": ("zzz",)}))
+        spec.selected_rows(table, spec.Options(**{**env.__dict__, "rows": ("zzz",)}))
 
 
 def test_smoke_rows_are_labelled_with_their_real_backbone(env):
     tables = run.tables()
     table = tables[1]
-    settings = common.row_settings(table, table.rows[0], common.Options(runs_dir=env.runs_dir))
-    assert "resnet18_tiny" in common.row_label(table.rows[0], settings)
-    assert "ResNet-101" not in common.row_label(table.rows[0], settings)
-    full = common.row_settings(table, table.rows[0], common.Options(scale="full", runs_dir=env.runs_dir))
-    assert "ResNet-101" in common.row_label(table.rows[0], full)
+    settings = resolve.row_settings(table, table.rows[0], spec.Options(runs_dir=env.runs_dir))
+    assert "resnet18_tiny" in report.row_label(table.rows[0], settings)
+    assert "ResNet-101" not in report.row_label(table.rows[0], settings)
+    full = resolve.row_settings(table, table.rows[0], spec.Options(scale="full", runs_dir=env.runs_dir))
+    assert "ResNet-101" in report.row_label(table.rows[0], full)
 
 
 def test_curves_and_settings_say_what_ran(env, monkeypatch):
@@ -169,7 +164,7 @@ def test_curves_and_settings_say_what_ran(env, monkeypatch):
     titles = []
     real = plots.plot_training_curves
     monkeypatch.setattr(plots, "plot_training_curves", lambda *a, **k: titles.append(k["title"]) or real(*a, **k))
-    common.run_table(fake_table(), env)
+    run.run_table(fake_table(), env)
     assert titles and all("(smoke" in t for t in titles)
     from experiments.report import _settings_text
 
@@ -180,7 +175,7 @@ def test_curves_and_settings_say_what_ran(env, monkeypatch):
 
 
 def test_each_run_ends_with_its_rows_main_metric(env, capsys):
-    common.run_table(fake_table(), env)
+    run.run_table(fake_table(), env)
     out = capsys.readouterr().out
     assert "[table 99] a: miou 20.00 (smoke scale)" in out and "[table 99] b: miou 30.00 (smoke scale)" in out
 
@@ -191,36 +186,36 @@ def test_ctrl_c_in_a_table_run_prints_one_line(env, monkeypatch, capsys):
     def interrupted(table, row, options):
         raise TrainingInterrupted(7, 5, options.runs_dir)
 
-    monkeypatch.setattr(common, "run_row", interrupted)
+    monkeypatch.setattr(run, "run_row", interrupted)
     assert run.main(["2", "--runs-dir", str(env.runs_dir), "--reports-dir", str(env.reports_dir)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["interrupted at iteration 7 (table 2 row r0); run the same command again to resume"]
 
 
 def test_interrupted_row_resumes_in_place_and_changed_settings_start_over(env):
-    table = fake_table((common.Row("broken", "Broken row"),))
-    common.run_table(table, env)
+    table = fake_table((spec.Row("broken", "Broken row"),))
+    run.run_table(table, env)
     directory = env.runs_dir / "table99" / "smoke" / "broken"
     marker = directory / "kept.txt"
     marker.write_text("checkpoint")
-    common.run_table(table, env)  # same settings and commit: the directory (checkpoints) is kept
+    run.run_table(table, env)  # same settings and commit: the directory (checkpoints) is kept
     assert marker.is_file()
-    common.run_table(table, common.Options(**{**env.__dict__, "overrides": ("iterations=7",)}))
+    run.run_table(table, spec.Options(**{**env.__dict__, "overrides": ("iterations=7",)}))
     assert not marker.exists(), "different settings must not resume from another run's files"
 
 
 def test_settings_errors_name_the_setting(env):
     table = fake_table()
     with pytest.raises(ValueError, match="valid settings: iterations, lr"):
-        common.row_settings(table, table.rows[0], common.Options(**{**env.__dict__, "overrides": ("nope=1",)}))
+        resolve.row_settings(table, table.rows[0], spec.Options(**{**env.__dict__, "overrides": ("nope=1",)}))
     with pytest.raises(TypeError, match="iterations"):
-        common.row_settings(table, table.rows[0], common.Options(**{**env.__dict__, "overrides": ("iterations=many",)}))
+        resolve.row_settings(table, table.rows[0], spec.Options(**{**env.__dict__, "overrides": ("iterations=many",)}))
     with pytest.raises(ValueError, match="no row"):
-        common.selected_rows(table, common.Options(**{**env.__dict__, "rows": ("zzz",)}))
+        spec.selected_rows(table, spec.Options(**{**env.__dict__, "rows": ("zzz",)}))
     with pytest.raises(ValueError, match="scale"):
-        common.Options(scale="huge")
+        spec.Options(scale="huge")
     with pytest.raises(FileNotFoundError, match="pretrained"):
-        common.row_settings(table, table.rows[0], common.Options(pretrained="/no/such/weights.pth"))
+        resolve.row_settings(table, table.rows[0], spec.Options(pretrained="/no/such/weights.pth"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +251,7 @@ def test_full_scale_is_the_papers_setting():
     assert tables[6].full.crop_size == (512, 512) and tables[6].full.batch_size == 16
     assert tables[7].full.crop_size == (473, 473)
     assert tables[5].full.input_shape == (1, 3, 769, 769) and tables[5].full.backbone == "resnet50"
-    assert getattr(tables[5].full, "dataset", None) is None and "iterations" not in common.settings_dict(tables[5].full)
+    assert getattr(tables[5].full, "dataset", None) is None and "iterations" not in resolve.settings_dict(tables[5].full)
     for number in (1, 2, 3, 4, 6, 7):
         smoke = tables[number].smoke
         assert smoke.backbone == "resnet18_tiny" and smoke.synthetic and smoke.device == "cpu"
@@ -357,7 +352,7 @@ def test_table_smoke_path_writes_its_report(number, tmp_path, monkeypatch):
 def test_feature_statistics_on_known_features():
     import torch
 
-    from experiments.longrange import feature_statistics
+    from experiments.mechanisms.training import feature_statistics
 
     label = torch.tensor([[[0, 0], [1, 1]]])  # (1, 2, 2)
     feat = torch.zeros(1, 2, 2, 2)

@@ -8,7 +8,8 @@ import shutil
 import pandas as pd
 from test_experiments import CALLS, env, fake_table  # noqa: F401  (env is a fixture)
 
-from experiments import common
+from experiments import run, spec
+from experiments.cache import produces
 
 
 def _ours(frame: pd.DataFrame, key: str) -> list[str]:
@@ -17,11 +18,11 @@ def _ours(frame: pd.DataFrame, key: str) -> list[str]:
 
 def test_rows_not_rerun_keep_the_committed_reports_values(env):  # noqa: F811
     table = fake_table()
-    common.run_table(table, env)
+    run.run_table(table, env)
     before = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
     commit_a = set(before[before["ours_row"] == "a"]["commit"])
     shutil.rmtree(env.runs_dir)  # a fresh clone: runs/ is not in git, reports/ is
-    common.run_table(table, common.Options(**{**env.__dict__, "rows": ("b",), "overrides": ("lr=0.2",)}))
+    run.run_table(table, spec.Options(**{**env.__dict__, "rows": ("b",), "overrides": ("lr=0.2",)}))
     assert CALLS[-1] == ("b", 3, 0.2)
     after = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
     assert _ours(after, "a") == _ours(before, "a") == ["20.0"], "row a lost its committed value"
@@ -36,10 +37,10 @@ def test_rows_not_rerun_keep_the_committed_reports_values(env):  # noqa: F811
 
 def test_rows_from_a_report_of_another_scale_are_not_carried(env):  # noqa: F811
     table = fake_table()
-    common.run_table(table, env)
+    run.run_table(table, env)
     shutil.rmtree(env.runs_dir)
-    full = common.Options(**{**env.__dict__, "scale": "full", "rows": ("b",)})
-    common.run_table(table, full)
+    full = spec.Options(**{**env.__dict__, "scale": "full", "rows": ("b",)})
+    run.run_table(table, full)
     after = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
     assert _ours(after, "a") == [""] and set(after[after["ours_row"] == "b"]["scale"]) == {"full"}
 
@@ -48,11 +49,10 @@ def test_a_resumed_row_says_from_which_iteration(env, capsys):  # noqa: F811
     import torch
 
     from cca.engine import checkpoint
-    from experiments.cache import produces
 
     attempts = []
 
-    @produces(1)
+    @produces(version=1)
     def runner(table, row, settings, options, directory):
         attempts.append(row.key)
         if len(attempts) == 1:  # killed after its checkpoint at iteration 7
@@ -60,13 +60,13 @@ def test_a_resumed_row_says_from_which_iteration(env, capsys):  # noqa: F811
             raise KeyboardInterrupt
         return {"miou": 1.0}
 
-    table = common.Table(**{**fake_table().__dict__, "runner": runner,
-                            "rows": (common.Row("a", "Row A", {"iterations": 10}),)})
+    table = spec.Table(**{**fake_table().__dict__, "runner": runner,
+                            "rows": (spec.Row("a", "Row A", {"iterations": 10}),)})
     try:
-        common.run_table(table, env)
+        run.run_table(table, env)
     except KeyboardInterrupt:
         pass
     capsys.readouterr()
-    common.run_table(table, env)
+    run.run_table(table, env)
     out = capsys.readouterr().out
     assert "resuming from iteration 7 of 10" in out, out

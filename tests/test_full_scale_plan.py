@@ -4,17 +4,11 @@ checkpoint disk and the paper's weights) and is refused on a CPU unless asked fo
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from experiments import run  # noqa: E402
+from experiments import run
 
 
 def test_dry_run_at_full_scale_states_the_plan(capsys):

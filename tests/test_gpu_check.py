@@ -38,9 +38,9 @@ def test_dry_run_lists_steps_and_budgets(capsys, flags):
     assert "dtypes float32, float16, bfloat16; passes forward, forward+backward" in out
 
 
-def test_dry_run_as_a_script_needs_no_gpu():
+def test_dry_run_as_a_module_needs_no_gpu():
     done = subprocess.run(
-        [sys.executable, "experiments/gpu_check.py", "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "experiments.gpu_check", "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert "build" in done.stdout and "report" in done.stdout

@@ -1,5 +1,7 @@
-"""The library's layering, read from the source (AST, no import): ``cca`` imports nothing from
-``experiments`` and its modules import one another without a cycle, imports inside functions counted.
+"""The layering, read from the source (AST, no import): ``cca`` imports nothing from ``experiments``, the
+modules of ``cca`` and those of ``experiments`` each import one another without a cycle (imports inside
+functions counted), and no module edits ``sys.path`` or changes directory (everything in ``experiments/``
+runs as ``python -m experiments.<name>`` from the repository root).
 
 An edge is the module an import names: ``from cca.engine import checkpoint`` is an edge to
 ``cca.engine.checkpoint`` (a module), ``from cca.engine.config import save_config`` one to
@@ -13,7 +15,6 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "cca"
 
 
 def module_name(path: Path) -> str:
@@ -21,8 +22,8 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+def modules(package: str = "cca") -> dict[str, Path]:
+    return {module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
 
 
 def imported(path: Path, name: str, known: set[str]) -> list[tuple[str, int, bool]]:
@@ -50,14 +51,14 @@ def imported(path: Path, name: str, known: set[str]) -> list[tuple[str, int, boo
     return found
 
 
-def graph() -> tuple[dict[str, set[str]], list[str]]:
-    """``{module: cca modules it imports}`` and the imports of ``experiments`` found in ``cca``."""
-    known = set(modules())
+def graph(package: str = "cca") -> tuple[dict[str, set[str]], list[str]]:
+    """``{module: modules of the package it imports}`` and, for ``cca``, the imports of ``experiments`` in it."""
+    known = set(modules(package))
     edges: dict[str, set[str]] = {m: set() for m in known}
     wrong: list[str] = []
-    for name, path in modules().items():
+    for name, path in modules(package).items():
         for target, line, _ in imported(path, name, known):
-            if target == "experiments" or target.startswith("experiments."):
+            if package == "cca" and (target == "experiments" or target.startswith("experiments.")):
                 wrong.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
             if target in known and target != name:
                 edges[name].add(target)
@@ -140,3 +141,57 @@ def test_cca_has_no_import_cycle():
     found = cycles(edges)
     assert found == [], "import cycles in cca/ (imports inside functions counted):\n" + "\n".join(
         " <-> ".join(c) for c in found)
+
+
+def test_experiments_have_no_import_cycle():
+    edges, _ = graph("experiments")
+    assert {"experiments.spec", "experiments.settings", "experiments.rows", "experiments.run"} <= set(edges)
+    assert "experiments.spec" in edges["experiments.settings"]  # the walker reads experiments' imports
+    found = cycles(edges)
+    assert found == [], "import cycles in experiments/ (imports inside functions counted):\n" + "\n".join(
+        " <-> ".join(c) for c in found)
+
+
+def test_the_experiments_driver_points_one_way():
+    """declare (spec) <- resolve (settings) <- run one row (rows) <- run a table (run); report below run."""
+    edges, _ = graph("experiments")
+    below = {
+        "experiments.spec": set(),
+        "experiments.settings": {"experiments.spec", "experiments.cache"},
+        "experiments.report": {"experiments.spec", "experiments.settings"},
+        "experiments.rows": {"experiments.spec", "experiments.settings", "experiments.cache", "experiments.report"},
+    }
+    for module, allowed in below.items():
+        driver = {m for m in edges[module] if m in below or m in {"experiments.cache", "experiments.run"}}
+        assert driver <= allowed, f"{module} imports {sorted(driver - allowed)}"
+
+
+PATH_EDITS = ("insert", "append", "extend", "remove", "pop", "clear")
+
+
+def _path_or_directory_changes(path: Path) -> list[str]:
+    """``line: what`` of each ``sys.path`` edit (a mutating call, an assignment) and ``os.chdir`` call in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            called = ast.unparse(node.func)
+            if called == "os.chdir" or (called.startswith("sys.path.") and node.func.attr in PATH_EDITS):
+                found.append(f"{node.lineno}: {called}")
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            for target in getattr(node, "targets", [getattr(node, "target", None)]):
+                if ast.unparse(target).startswith("sys.path"):
+                    found.append(f"{node.lineno}: {ast.unparse(target)}")
+    return sorted(found, key=lambda hit: int(hit.split(":")[0]))
+
+
+def test_the_walker_sees_sys_path_edits_and_chdir(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("import os, sys\nsys.path.insert(0, '.')\nsys.path = []\nos.chdir('/')\n"
+                      "print(sys.path.index('.'))\n")
+    assert _path_or_directory_changes(source) == ["2: sys.path.insert", "3: sys.path", "4: os.chdir"]
+
+
+def test_no_sys_path_edits_or_chdir_in_experiments_or_tests():
+    found = [f"{path.relative_to(ROOT)}:{hit}" for folder in ("experiments", "tests")
+             for path in sorted((ROOT / folder).rglob("*.py")) for hit in _path_or_directory_changes(path)]
+    assert found == [], "run from the repository root as python -m experiments.<name> instead:\n" + "\n".join(found)

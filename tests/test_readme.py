@@ -63,10 +63,10 @@ def test_readme_commands_name_a_python_with_torch():
 
 
 def test_readme_commands_that_name_the_environment_work(tmp_path):
-    """`.nox/cca-env/bin/python experiments/run.py --list` as written (this interpreter stands for the env's)."""
+    """`.nox/cca-env/bin/python -m experiments.run --list` as written (this interpreter stands for the env's)."""
     import subprocess
 
-    lines = [line for line in _command_lines() if line.startswith(".nox/cca-env/bin/python experiments/run.py --list")]
+    lines = [line for line in _command_lines() if line.startswith(".nox/cca-env/bin/python -m experiments.run --list")]
     assert lines
     args = lines[0].split("#")[0].split()[1:]
     out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)

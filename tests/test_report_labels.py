@@ -3,16 +3,9 @@ and a metric measured at another setting than the row's scale (table 2's increme
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from experiments.reports import tables  # noqa: E402
+from experiments.reports import tables
 
 
 def _paper() -> pd.DataFrame:

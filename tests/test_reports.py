@@ -63,14 +63,14 @@ def test_compare_aligns_rows_and_marks_missing(paper):
 
 def test_markdown_and_csv_keep_every_row(paper, tmp_path):
     frame = tables.compare(paper, _ours(), ("miou", "pixel_acc"))
-    prov = {"command": "python experiments/run.py 99", "time_utc": "2020-01-01 00:00:00Z", "hardware": "CPU test", "commit": "abc123", "torch": "x"}
+    prov = {"command": "python -m experiments.run 99", "time_utc": "2020-01-01 00:00:00Z", "hardware": "CPU test", "commit": "abc123", "torch": "x"}
     md, csv = tables.write_report(
         frame, tmp_path / "table99.md", tmp_path / "table99.csv", title="Table 99: demo", provenance=prov,
         regenerate="nox -s reproduce_table99", summary="What it shows.", notes=["a note"],
     )
     text = md.read_text()
     assert text.startswith("# Table 99: demo")
-    for needle in ("python experiments/run.py 99", "2020-01-01", "CPU test", "abc123", "nox -s reproduce_table99", "a note"):
+    for needle in ("python -m experiments.run 99", "2020-01-01", "CPU test", "abc123", "nox -s reproduce_table99", "a note"):
         assert needle in text
     assert "80.5 (verbatim)" in text and "79.00" in text and "-1.50" in text
     assert "not found" in text and "not run" in text and tables.QUOTED in text
@@ -286,8 +286,10 @@ def test_plot_attention_and_bad_arguments(tmp_path):
 def test_command_line_names_scripts_and_modules_as_typed():
     root = provenance.REPO_ROOT
     assert provenance.command_line([str(root / "experiments" / "run.py"), "2", "--rows", "r1"]) == (
-        "python experiments/run.py 2 --rows r1"
+        "python -m experiments.run 2 --rows r1"
     )
+    assert provenance.command_line([str(root / "experiments" / "mechanisms" / "__main__.py")]) == (
+        "python -m experiments.mechanisms")
     assert provenance.command_line([str(root / "experiments" / "reports" / "index.py")]) == "python -m experiments.reports.index"
     assert provenance.command_line([str(root / "cca" / "__main__.py"), "train"]) == "python -m cca train"
     assert provenance.command_line(["/elsewhere/tool.py", "a b"]) == "python /elsewhere/tool.py 'a b'"
@@ -301,7 +303,7 @@ def test_command_line_keeps_python_m_of_any_package(monkeypatch):
     assert provenance.command_line() == "python -m experiments.mechanisms --seeds 1"
     monkeypatch.setattr(sys, "orig_argv", ["/env/bin/python", str(root / "experiments" / "run.py"), "2"], raising=False)
     monkeypatch.setattr(sys, "argv", [str(root / "experiments" / "run.py"), "2"])
-    assert provenance.command_line() == "python experiments/run.py 2"
+    assert provenance.command_line() == "python -m experiments.run 2"
 
 
 def test_training_curves_plot_the_requested_metric(tmp_path, monkeypatch):

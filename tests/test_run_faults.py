@@ -95,7 +95,7 @@ def test_a_directory_named_last_pt_is_refused_in_one_line(data_root, tmp_path, c
 
 
 def test_experiment_row_resumes_from_the_previous_checkpoint(data_root, tmp_path):
-    from experiments.rows import train_runner
+    from experiments.segmentation import train_runner
     from experiments.spec import Options
 
     directory = tmp_path / "row"

@@ -117,8 +117,8 @@ PINNED_TABLE5_HASHES = [
 
 @pytest.mark.parametrize("scale, key, expected", PINNED_TABLE5_HASHES)
 def test_table5_result_hashes_do_not_change(scale, key, expected):
-    from experiments.common import Options, row_settings
-    from experiments.settings import settings_hash
+    from experiments.settings import row_settings, settings_hash
+    from experiments.spec import Options
     from experiments.table05_efficiency import TABLE
 
     row = next(r for r in TABLE.rows if r.key == key)
@@ -158,8 +158,8 @@ def test_a_table_row_written_before_the_rule_is_read_back_and_a_new_commit_rerun
 
     from experiments import rows
     from experiments.cache import produces
-    from experiments.common import Options, Row, Table, row_settings, run_dir
-    from experiments.settings import row_key, settings_hash
+    from experiments.settings import row_key, row_settings, run_dir, settings_hash
+    from experiments.spec import Options, Row, Table
     from experiments.table05_efficiency import SMOKE
 
     calls = []

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 NO_GPU = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -36,7 +34,7 @@ def test_cca_train_on_cuda_without_a_gpu_is_one_line(tmp_path):
 
 
 def test_a_table_run_on_cuda_without_a_gpu_is_one_line(tmp_path):
-    out = _run(["experiments/run.py", "1", "--device", "cuda", "--runs-dir", str(tmp_path / "runs"),
+    out = _run(["-m", "experiments.run", "1", "--device", "cuda", "--runs-dir", str(tmp_path / "runs"),
                 "--reports-dir", str(tmp_path / "reports")])
     assert out.returncode == 2
     line = _one_line(out.stderr)
@@ -72,7 +70,7 @@ def test_dry_run_with_a_missing_data_root_names_it(tmp_path, capsys):
 
 def test_a_readme_command_without_torch_names_the_interpreter_to_use():
     strip_site = "import sys; sys.path = [p for p in sys.path if 'site-packages' not in p]; "
-    script = strip_site + "import runpy; sys.argv = ['experiments/run.py', '--list']; runpy.run_path(sys.argv[0], run_name='__main__')"
+    script = strip_site + "import runpy; sys.argv = ['-m', '--list']; runpy.run_module('experiments.run', run_name='__main__')"
     out = _run(["-c", script])
     assert out.returncode != 0
     line = _one_line(out.stderr)

@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from experiments.mechanisms import common  # noqa: E402
+from experiments.mechanisms import common
 
 EXPERIMENTS = ("ccl_stability", "gamma_init", "stacking", "video_context")
 
@@ -35,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in args.experiments if name not in EXPERIMENTS]
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; expected any of {EXPERIMENTS}")
-    os.chdir(ROOT)
     studies = [importlib.import_module(f"experiments.mechanisms.{name}").STUDY for name in args.experiments or EXPERIMENTS]
     plans = [study.plan(study.settings, args.runs) for study in studies]
     early = [(i, item) for i, (e, _) in enumerate(plans) for item in e]

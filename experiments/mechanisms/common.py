@@ -10,7 +10,6 @@ the CCL study and in the stacking study) train it once.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +76,6 @@ class Study:
         settings = apply_args(self.settings, args)
         if args.dry_run:
             return dry_run(settings, self.arms())
-        os.chdir(ROOT)
         early, late = self.plan(settings, args.runs)
         results = run_named(early + late, args.workers, args.force)
         print(f"wrote {self.report(settings, results, args.reports)}")

@@ -4,7 +4,7 @@ linking ``reports/claims.md`` first (rebuilt by the same command).
     python -m experiments.reports.index [--reports reports] [--paper experiments/paper]
 
 The tables are those with a paper CSV ``tableNN_<topic>.csv`` in the paper directory; the status of
-table N comes from the ``scale`` column of ``reports/tableN.csv`` (written by ``experiments/run.py``).
+table N comes from the ``scale`` column of ``reports/tableN.csv`` (written by ``python -m experiments.run``).
 """
 
 from __future__ import annotations
