@@ -121,6 +121,8 @@ LAZY_CCA_IMPORTS = {
     "cca/profiling/__main__.py": "the command line loads only what the chosen subcommand runs",
     "cca/ops/_extension.py": "the compiler discovery (_toolkit) only when the kernels are built",
     "cca/reports/attention.py": "plots and render import matplotlib, a heavy optional dependency",
+    "cca/ops/triton_kernels.py": "Triton decorates the kernels at import (reading TRITON_INTERPRET): loaded on first use",
+    "cca/profiling/gpu_model.py": "the report writer (render, pandas) only when writing the report; the model needs neither",
 }
 
 

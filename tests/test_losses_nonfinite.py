@@ -80,9 +80,10 @@ def test_criterion_with_ohem_reports_nan_main_and_zero_unused_terms(make_tensor)
     assert terms["aux"].item() == 0.0 and terms["ccl"].item() == 0.0  # not NaN * 0
 
 
-def test_ohem_run_with_infinite_lr_stops_through_the_non_finite_guard(tmp_path, capsys):
+def test_ohem_run_with_an_overflowing_lr_stops_through_the_non_finite_guard(tmp_path, capsys):
     """Training level: ``cca train --set lr=inf ohem=true aux_weight=0`` exited 0 with
-    loss 0.0 and NaN weights; now the engine's non-finite guard stops it."""
+    loss 0.0 and NaN weights; now the engine's non-finite guard stops it (``lr=inf`` itself is refused at
+    parse now, so a finite rate large enough to overflow the weights drives the run to a NaN loss)."""
     from cca.__main__ import main
     from cca.engine import runlog
 
@@ -95,7 +96,7 @@ def test_ohem_run_with_infinite_lr_stops_through_the_non_finite_guard(tmp_path, 
             "synthetic_size=32,64",
             "crop_size=32,32",
             "num_workers=0",
-            "lr=inf",
+            "lr=1e30",
             "iterations=6",
             "eval_every=0",
             "ohem=true",

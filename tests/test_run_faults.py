@@ -122,7 +122,7 @@ def test_a_lock_file_that_is_a_symlink_is_not_followed(data_root, tmp_path, caps
 
 
 def test_out_into_a_directory_that_is_not_a_run_is_refused(data_root, tmp_path, capsys):
-    from cca.engine.loop import LoopRun
+    from cca.engine.loop import TrainingRun
     from cca.engine.train import train
 
     mine = tmp_path / "mine"
@@ -135,8 +135,8 @@ def test_out_into_a_directory_that_is_not_a_run_is_refused(data_root, tmp_path, 
     assert main(["train", "--config", str(save_config(cfg, tmp_path / "c.json"))]) == 1
     assert one_error_line(capsys).startswith(f"error: {mine} is not a run directory")
     with pytest.raises(FileExistsError, match="is not a run directory"):
-        with LoopRun(cfg) as run:
-            run.resume(torch.nn.Linear(1, 1), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), None)
+        with TrainingRun(cfg, parts={"model": torch.nn.Linear(1, 1)}) as run:
+            run.resume()
     assert (mine / "config.json").read_text() == '{"my": "settings"}\n'
     assert (mine / "metrics.json").read_text() == '{"accuracy": 0.9}\n'
     assert sorted(p.name for p in mine.iterdir()) == [".lock", "config.json", "metrics.json"]

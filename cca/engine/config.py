@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from cca._io import atomic_write_json
+from cca.data import DATASETS
+from cca.data.synthetic import MIN_SIZE
 from cca.engine.parsing import (  # noqa: F401  (the one parser, re-exported)
     apply_overrides,
     check_fields,
@@ -33,6 +35,7 @@ from cca.engine.parsing import (  # noqa: F401  (the one parser, re-exported)
     size_fields,
     to_json_dict,
 )
+from cca.models import BACKBONES, MASK_RCNN_BACKBONES, MODELS
 
 AMP_DTYPES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -105,14 +108,10 @@ class ExperimentConfig:
 
     def model_choices(self) -> tuple[str, ...]:
         """The names ``model`` may take (``cca.models.MODELS``)."""
-        from cca.models import MODELS
-
         return MODELS
 
     def backbone_choices(self) -> tuple[str, ...]:
         """The names ``backbone`` may take (``cca.models.BACKBONES``)."""
-        from cca.models import BACKBONES
-
         return BACKBONES
 
     @property
@@ -149,8 +148,6 @@ class DetectionConfig(ExperimentConfig):
         return ("mask_rcnn",)  # torchvision's Mask R-CNN (FPN), RCCA on its backbone when rcca=True
 
     def backbone_choices(self) -> tuple[str, ...]:
-        from cca.models import MASK_RCNN_BACKBONES
-
         return MASK_RCNN_BACKBONES
 
     def __post_init__(self) -> None:
@@ -267,8 +264,6 @@ def _check_values(cfg: ExperimentConfig) -> None:
 
 def _check_names(cfg: ExperimentConfig) -> None:
     """``model``, ``backbone`` and ``dataset`` are names the builders know; synthetic images are large enough."""
-    from cca.data import DATASETS
-    from cca.data.synthetic import MIN_SIZE
 
     require(cfg, cfg.model in cfg.model_choices(), "model", f"one of {cfg.model_choices()}")
     require(cfg, cfg.backbone in cfg.backbone_choices(), "backbone", f"one of {cfg.backbone_choices()}")

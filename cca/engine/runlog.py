@@ -86,7 +86,7 @@ def _is_run_config(path: Path) -> bool:  # cca.engine.config.save_config: every 
     return isinstance(data, dict) and {"name", "model", "output_dir"} <= set(data)
 
 
-def _is_run_metrics(path: Path) -> bool:  # the final evaluation of a run (train, LoopRun.finish, evaluate)
+def _is_run_metrics(path: Path) -> bool:  # the final evaluation of a run (train, TrainingRun.finish, evaluate)
     data = json.loads(path.read_text())
     return isinstance(data, dict) and {"iteration", "checkpoint"} <= set(data)
 

@@ -43,6 +43,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from cca import _env
+from cca.ops import _extension, gemm_backend, reference, triton_kernels
 
 __all__ = ["BACKENDS", "Candidate", "Chooser", "applies", "choice_key", "criss_cross_attention", "cuda_event_timer"]
 
@@ -226,52 +227,37 @@ class Chooser:
 
 
 # --------------------------------------------------------------------------- the default backends
-def _fused_module():
-    from cca.ops import triton_kernels  # lazy: Triton compiles on first use; absent in some builds
-
-    return triton_kernels
-
-
 def _fused_can_run(query: Tensor, key: Tensor, value: Tensor) -> str | None:
     if query.dim() != 4:
         return "the fused kernels are 2D only"
     if torch.are_deterministic_algorithms_enabled():
         return "not a candidate under torch.use_deterministic_algorithms(True)"
-    try:
-        module = _fused_module()
-    except ImportError as exc:
-        return f"the Triton kernels are not available ({type(exc).__name__}: {exc})"
-    return module.can_run(query, key, value)
+    return triton_kernels.can_run(query, key, value)  # says so when Triton is not installed
 
 
 def _fused_run(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    return _fused_module().criss_cross_attention(query, key, value)
+    return triton_kernels.criss_cross_attention(query, key, value)
 
 
 def _simple_can_run(query: Tensor, key: Tensor, value: Tensor) -> str | None:
-    from cca.ops import _extension
-
     if not _extension.has_kernel(query.device.type):
         return f"the compiled kernels have no {query.device.type} implementation (python -m cca.info says why)"
     return None
 
 
 def _simple_run(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    from cca.ops import criss_cross
-
-    return criss_cross._attention(query, key, value, query.dim())
+    """The compiled ops: ``ca_weight -> softmax -> ca_map`` (the inputs were checked by the caller)."""
+    dim = f"{query.dim() - 2}d"
+    energy = getattr(torch.ops.cca, f"ca_weight_{dim}")(query, key)
+    return getattr(torch.ops.cca, f"ca_map_{dim}")(reference.position_softmax(energy), value)
 
 
 def _einsum_run(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    from cca.ops import reference
-
     fn = reference.criss_cross_attention_2d if query.dim() == 4 else reference.criss_cross_attention_3d
     return fn(query, key, value)
 
 
 def default_candidates() -> dict[str, Candidate]:
-    from cca.ops import gemm_backend
-
     return {
         "fused": Candidate("fused", _fused_can_run, _fused_run),
         "gemm": Candidate("gemm", gemm_backend.can_run, gemm_backend.criss_cross_attention),

@@ -28,6 +28,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from cca.ops._gemm_softmax import softmax_, softmax_backward
+from cca.ops.gemm_backend_3d import criss_cross_attention_3d
+
 __all__ = ["can_run", "criss_cross_attention", "slot_attention"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -97,14 +100,6 @@ def _aggregate_adjoint(weights: Tensor, x: Tensor) -> Tensor:
     return out
 
 
-def _softmax_(scores: Tensor) -> Tensor:
-    """Softmax over the last dim, in place; float16/bfloat16 accumulate in float32 as the reference does."""
-    if scores.dtype in (torch.float16, torch.bfloat16) and scores.device.type != "cuda":
-        scores.copy_(torch.softmax(scores.float(), dim=-1))  # the CPU half kernels: keep float32 exactly
-        return scores
-    return torch._softmax(scores, -1, False, out=scores)
-
-
 def slot_attention(query: Tensor, key: Tensor) -> Tensor:
     """The attention in the slot buffer layout ``(N, H, W, W + H)``, the pixel's weight shared between its
     row and column slots (:func:`_share_self_`)."""
@@ -112,7 +107,7 @@ def slot_attention(query: Tensor, key: Tensor) -> Tensor:
     scores = query.new_empty((n, h, w, w + h))
     _energies(_channels_last(query), _channels_last(key), scores)
     _self_slots(scores)[1].fill_(float("-inf"))  # u counted once: masked in its column
-    return _share_self_(_softmax_(scores))
+    return _share_self_(softmax_(scores))
 
 
 def _to_nchw(t: Tensor) -> Tensor:
@@ -136,20 +131,10 @@ class _GemmAttention(torch.autograd.Function):
         if not (need_q or need_k):
             return None, None, grad_value
         grad_attention = _energies(grad_cl, _channels_last(value), torch.empty_like(attention))
-        grad_scores = _softmax_backward(grad_attention, attention)
+        grad_scores = softmax_backward(grad_attention, attention)
         grad_query = _to_nchw(_aggregate(grad_scores, _channels_last(key))) if need_q else None
         grad_key = _to_nchw(_aggregate_adjoint(grad_scores, _channels_last(query))) if need_k else None
         return grad_query, grad_key, grad_value
-
-
-def _softmax_backward(grad: Tensor, attention: Tensor) -> Tensor:
-    """``attention * (grad - sum(attention * grad))`` over the last dim (float32 sums for half dtypes, as the
-    CUDA kernel does internally)."""
-    if attention.dtype in (torch.float16, torch.bfloat16) and attention.device.type != "cuda":
-        p = attention.float()
-        g = grad.float()
-        return (p * (g - (p * g).sum(-1, keepdim=True))).to(attention.dtype)
-    return torch._softmax_backward_data(grad, attention, -1, attention.dtype)
 
 
 def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
@@ -166,7 +151,5 @@ def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     if reason is not None:
         raise ValueError(reason)
     if query.dim() == 5:
-        from cca.ops.gemm_backend_3d import criss_cross_attention_3d
-
         return criss_cross_attention_3d(query, key, value)
     return _GemmAttention.apply(query, key, value)

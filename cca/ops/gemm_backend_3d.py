@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from cca.ops.gemm_backend import _softmax_, _softmax_backward
+from cca.ops._gemm_softmax import softmax_, softmax_backward
 
 __all__ = ["criss_cross_attention_3d", "slot_attention_3d"]
 
@@ -96,7 +96,7 @@ def slot_attention_3d(query: Tensor, key: Tensor) -> Tensor:
     row, column, time = _self_slots(scores)
     column.fill_(float("-inf"))
     time.fill_(float("-inf"))
-    _softmax_(scores)
+    softmax_(scores)
     row.mul_(0.5)
     column.copy_(row.transpose(2, 3)).mul_(0.5)
     time.copy_(row.permute(0, 2, 3, 1)).mul_(0.5)
@@ -119,7 +119,7 @@ class _GemmAttention3d(torch.autograd.Function):
         grad_value = _to_ncthw(_aggregate_adjoint(attention, grad_cl)) if need_v else None
         if not (need_q or need_k):
             return None, None, grad_value
-        grad_scores = _softmax_backward(_energies(grad_cl, _channels_last(value), torch.empty_like(attention)), attention)
+        grad_scores = softmax_backward(_energies(grad_cl, _channels_last(value), torch.empty_like(attention)), attention)
         grad_query = _to_ncthw(_aggregate(grad_scores, _channels_last(key))) if need_q else None
         grad_key = _to_ncthw(_aggregate_adjoint(grad_scores, _channels_last(query))) if need_k else None
         return grad_query, grad_key, grad_value
