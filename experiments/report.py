@@ -9,7 +9,7 @@ from typing import Any
 
 from cca._io import atomic_write_text
 from experiments import spec
-from experiments.settings import run_dir, settings_dict
+from experiments.settings import row_settings, run_dir, settings_dict
 from experiments.spec import Options, Row, Table
 
 METRIC_LABELS = {"miou": "mIoU", "box_ap": "box AP", "mask_ap": "mask AP"}
@@ -90,7 +90,7 @@ def committed_results(table: Table, options: Options, have: Sequence[str]) -> di
             first = mine.iloc[0]
             carried[row.key] = {
                 "metrics": {metric: float(value) for metric, value in zip(mine["metric"], mine["ours"], strict=True)},
-                "label": row.label,
+                "label": row_label(row, row_settings(table, row, options)),  # the backbone of this scale
                 **{k: str(first.get(k, "")) for k in ("dataset", "hardware", "commit", "command")},
                 "scale": options.scale,
                 "from_report": str(csv_path),
@@ -182,7 +182,7 @@ def write_table_report(
     for row in table.rows:
         record = results.get(row.key)
         if record and record.get("from_report"):
-            settings_lines.append(f"- `{row.key}` ({row.label}): as in the previous report (its CSV keeps the values, "
+            settings_lines.append(f"- `{row.key}` ({record['label']}): as in the previous report (its CSV keeps the values, "
                                   "not the settings)")
         elif record and "settings" in record:
             changed = {k: v for k, v in record["settings"].items() if base.get(k) != v and k not in ("output_dir", "name")}

@@ -194,11 +194,12 @@ def run_table(table: Table, options: Options) -> dict[str, Any]:
             raise FileNotFoundError(f"--data-root {options.data_root}: not found (table {table.number} reads its dataset "
                                     "there; nothing is ever downloaded)")
         return {"report": None, "failed": [], "ran": []}
-    check_data(table, options)
-    refuse_full_scale_on_cpu(table, options)
     ran: list[str] = []
     failed: list[str] = []
-    for row in selected_rows(table, options):
+    if not options.report_only:
+        check_data(table, options)
+        refuse_full_scale_on_cpu(table, options)
+    for row in () if options.report_only else selected_rows(table, options):
         try:
             run_row(table, row, options)
             ran.append(row.key)
@@ -215,11 +216,12 @@ def run_table(table: Table, options: Options) -> dict[str, Any]:
         print(f"[table {table.number}] {key}: {_metric_line(table, results[key])} ({options.scale} scale)")
     if failed:
         print(f"[table {table.number}] failed: {', '.join(failed)} (earlier results, if any, kept in the report)")
+    if results or options.report_only:
+        results.update(committed_results(table, options, have=list(results)))  # rows whose runs/ are not here
     if not results:
         print(f"[table {table.number}] no result at {options.scale} scale: "
               f"{Path(options.reports_dir) / f'table{table.number}.md'} left as it is")
         return {"report": None, "failed": failed, "ran": ran}
-    results.update(committed_results(table, options, have=list(results)))  # rows whose runs/ are not here
     report = write_table_report(table, results, options, ran=ran, failed=failed)
     return {"report": report, "failed": failed, "ran": ran}
 
@@ -237,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), help="device (default: the scale's setting)")
     parser.add_argument("--nproc", type=int, default=1, metavar="N", help="processes (GPUs) per run via torchrun")
     parser.add_argument("--dry-run", action="store_true", help="print settings, data found and planned iterations; run nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render the report from the results on disk (runs/, else the committed report's CSV); run nothing")
     parser.add_argument("--force", action="store_true", help="re-run rows whose results exist")
     parser.add_argument("--rows", nargs="+", default=[], metavar="ROW", help="only these rows of the table")
     parser.add_argument("--runs-dir", type=Path, default=None, metavar="DIR", help="results directory (default: runs/)")
@@ -277,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = Options(
             scale=args.scale, data_root=args.data_root, pretrained=args.pretrained, device=args.device,
-            nproc=args.nproc, dry_run=args.dry_run, force=args.force, overrides=tuple(args.overrides),
+            nproc=args.nproc, dry_run=args.dry_run, report_only=args.report_only, force=args.force, overrides=tuple(args.overrides),
             rows=tuple(args.rows),
             **({"runs_dir": Path(args.runs_dir)} if args.runs_dir else {}),
             **({"reports_dir": Path(args.reports_dir)} if args.reports_dir else {}),

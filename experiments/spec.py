@@ -42,6 +42,7 @@ class Options:
     device: str | None = None
     nproc: int = 1
     dry_run: bool = False
+    report_only: bool = False  # re-render the report from the results on disk, train nothing
     force: bool = False
     overrides: tuple[str, ...] = ()  # --set key=value
     rows: tuple[str, ...] = ()  # --rows: only these rows (our keys or the paper CSV's row names; default: all)

@@ -70,3 +70,26 @@ def test_a_resumed_row_says_from_which_iteration(env, capsys):  # noqa: F811
     run.run_table(table, env)
     out = capsys.readouterr().out
     assert "resuming from iteration 7 of 10" in out, out
+
+
+def test_report_only_rerenders_from_the_results_on_disk_and_trains_nothing(env):  # noqa: F811
+    """``--report-only``: a renderer change reaches the committed report without a run (a fresh clone has only
+    the report's CSV); every row keeps its value and commit, and nothing is trained."""
+    table = fake_table()
+    run.run_table(table, env)
+    before = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
+    shutil.rmtree(env.runs_dir)
+    (env.reports_dir / "table99.md").write_text("stale\n")
+    calls = len(CALLS)
+    outcome = run.run_table(table, spec.Options(**{**env.__dict__, "report_only": True}))
+    assert len(CALLS) == calls and outcome["ran"] == [] and outcome["failed"] == []
+    after = pd.read_csv(env.reports_dir / "table99.csv", dtype=str, keep_default_na=False)
+    for key in ("a", "b"):
+        assert _ours(after, key) == _ours(before, key) and _ours(after, key) != [""]
+        assert set(after[after["ours_row"] == key]["commit"]) == set(before[before["ours_row"] == key]["commit"])
+    assert (env.reports_dir / "table99.md").read_text() != "stale\n"
+
+
+def test_report_only_without_any_result_leaves_the_report(env, capsys):  # noqa: F811
+    outcome = run.run_table(fake_table(), spec.Options(**{**env.__dict__, "report_only": True}))
+    assert outcome["report"] is None and "left as it is" in capsys.readouterr().out
