@@ -18,7 +18,6 @@ Formulations of criss-cross attention, ``(N, C', H, W) x2, (N, C, H, W) -> (N, C
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 
 import torch
@@ -27,6 +26,7 @@ from torch import Tensor
 import cca
 from cca import _env
 from cca.ops import reference
+from cca.ops.cuda_dispatch import cuda_event_timer
 from cca.profiling import gpu_model
 
 PAPER_SHAPE = (1, 64, 512, 97)  # N, C' (= C / 8), C, H = W: the paper's 97x97 map of 512 channels
@@ -165,17 +165,8 @@ MODELLED = {"einsum", "gemm", "simple", "fused"}  # formulations with bytes in c
 
 # --------------------------------------------------------------------------- timing (CUDA)
 def _time_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    """Median CUDA-event milliseconds after ``warmup`` runs: the dispatcher's own timer."""
+    return cuda_event_timer(fn, warmup=warmup, repeats=repeats)
 
 
 def bench_case(name: str, size: int, dtype: torch.dtype, repeats: int, device: str = "cuda") -> dict:

@@ -11,25 +11,17 @@ import os
 
 import pytest
 import torch
+from test_run_safety import tiny  # the tiny run's settings
 
 from cca.__main__ import main
 from cca.engine import checkpoint
 from cca.engine.config import apply_overrides, save_config
 from cca.engine.lock import RunLock
-from cca.engine.presets import get_config
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("synthetic_cityscapes")
-
-
-def tiny(data_root, out, *overrides):
-    return apply_overrides(
-        get_config("smoke"),
-        [f"data_root={data_root}", f"output_dir={out}", "synthetic_size=32,64", "crop_size=32,32", "eval_every=0",
-         "num_workers=0", "iterations=4", "checkpoint_every=2", *overrides],
-    )
 
 
 @pytest.fixture(autouse=True)

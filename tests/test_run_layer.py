@@ -7,18 +7,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
+from test_run_safety import one_thread  # noqa: F401  (an autouse fixture)
 
 from cca.engine import runlog
 from cca.engine.config import apply_overrides
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def _tiny_table9_3d(tmp_path, *overrides):
