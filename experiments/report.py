@@ -126,29 +126,11 @@ def _holds_full_scale(csv_path: Path) -> bool:
     return "scale" in frame.columns and bool(((frame["scale"] == "full") & (frame["ours"] != "")).any())
 
 
-def write_table_report(
-    table: Table, results: Mapping[str, Mapping[str, Any]], options: Options, ran: Sequence[str] = (), failed: Sequence[str] = ()
-) -> Path:
-    """``reports/tableN.md`` + ``.csv`` from ``results`` (row key -> result record, all of ``options.scale``),
-    training curves and the index ``reports/README.md``. ``ran`` / ``failed``: the rows of this run."""
-    from cca.provenance import provenance
-    from cca.reports import plots
-    from experiments.reports import index, tables
-
-    reports = Path(options.reports_dir)
-    scale = options.scale
-    if scale != "full" and _holds_full_scale(reports / f"table{table.number}.csv"):
-        # never replace a full-scale report by a smoke one: the smoke report goes beside it
-        print(f"[table {table.number}] reports/table{table.number}.md holds full-scale results: kept; "
-              f"this {scale} report goes to {reports / scale}/")
-        reports = reports / scale
-    paper = tables.load_paper_table(table.paper_csv)
-    ours = _ours(results)
-    data = " --data-root PATH" if getattr(table.full, "dataset", None) is not None else ""  # table 5 reads no data
-    regenerate = f"nox -s reproduce_table{table.number}" + ("" if scale == "smoke" else f" -- --scale full{data} ...")
-    frame = label_metric_scales(tables.compare(paper, ours, table.metrics, command=options.command), table)
+def _summary(table: Table, results: Mapping[str, Mapping[str, Any]], scale: str, reads_data: bool,
+             ran: Sequence[str], failed: Sequence[str]) -> str:
+    """The report's opening: what the scale shows, then which rows ran, were kept or failed."""
     if scale == "full":
-        setting = "the paper's setting on the real dataset" if data else "the paper's setting; no dataset needed"
+        setting = "the paper's setting on the real dataset" if reads_data else "the paper's setting; no dataset needed"
         summary = f"**Full scale** ({setting}). " + table.shows_full
     else:
         summary = (
@@ -157,8 +139,15 @@ def write_table_report(
             + " The paper's values are quoted beside ours only to show which number each row will be compared "
             "with once the table runs at full scale (`--scale full` on the real dataset)."
         )
-    summary += "\n\n" + _rows_line(table, results, ran, failed)
-    metric = table.metrics[0]  # the table's main metric, plotted against iteration beside the loss
+    return summary + "\n\n" + _rows_line(table, results, ran, failed)
+
+
+def _curves(table: Table, results: Mapping[str, Mapping[str, Any]], options: Options, reports: Path) -> list[str]:
+    """Links to each row's training curves (loss and the table's main metric), plotted from its metrics log,
+    or the previous report's curve for a row kept from it."""
+    from cca.reports import plots
+
+    metric = table.metrics[0]
     metric_label = METRIC_LABELS.get(metric, metric)
     curves = []
     for row in table.rows:
@@ -171,31 +160,34 @@ def write_table_report(
         if record is None or not log.is_file():
             continue
         data = record.get("dataset", "")
-        title = f"Table {table.number}: {record.get('label', row.label)} ({scale}{', ' + data if data else ''})"
+        title = f"Table {table.number}: {record.get('label', row.label)} ({options.scale}{', ' + data if data else ''})"
         try:
             plots.plot_training_curves(log, out, title=title, metric=metric, metric_label=metric_label)
             curves.append(f"[{row.key}](curves/{out.name})")
         except ValueError as error:  # e.g. a run killed before its first logged step
             curves.append(f"{row.key} (no curve: {error})")
-    settings_lines = []
+    return curves
+
+
+def _settings_lines(table: Table, results: Mapping[str, Mapping[str, Any]], scale: str) -> list[str]:
+    """One line per row: its changes from the scale's base settings (or why they are not known)."""
+    lines = []
     base = settings_dict(table.base(scale))
     for row in table.rows:
         record = results.get(row.key)
         if record and record.get("from_report"):
-            settings_lines.append(f"- `{row.key}` ({record['label']}): as in the previous report (its CSV keeps the values, "
-                                  "not the settings)")
+            lines.append(f"- `{row.key}` ({record['label']}): as in the previous report (its CSV keeps the values, "
+                         "not the settings)")
         elif record and "settings" in record:
             changed = {k: v for k, v in record["settings"].items() if base.get(k) != v and k not in ("output_dir", "name")}
-            settings_lines.append(f"- `{row.key}` ({record.get('label', row.label)}): {changed or 'base settings'}")
+            lines.append(f"- `{row.key}` ({record.get('label', row.label)}): {changed or 'base settings'}")
         else:
-            settings_lines.append(f"- `{row.key}` ({row.label}): not run at {scale} scale")
-    sections = [
-        ("Settings", _settings_text(table) + f"\n\nRows (changes from the {scale} base settings):\n\n" + "\n".join(settings_lines)),
-    ]
-    if curves:
-        sections.append(("Training curves", f"Loss and val {metric_label} vs iteration ({scale} scale): " + ", ".join(curves) + "."))
-    missing = bool((frame["paper"].isna() & (frame["source"] != tables.NOT_IN_PAPER)).any())
-    notes = [
+            lines.append(f"- `{row.key}` ({row.label}): not run at {scale} scale")
+    return lines
+
+
+def _notes(table: Table, missing: bool) -> list[str]:
+    return [
         "Paper values come from `experiments/paper/" + table.paper_csv.name + "` with their confidence: "
         "verbatim (read in the paper), secondary (quoted by the authors elsewhere), uncertain (recalled, not re-read)."
         + (
@@ -207,6 +199,36 @@ def write_table_report(
         "does not have are marked 'not in the paper's table'. `--rows` takes our row keys or the paper's row names.",
         *table.notes,
     ]
+
+
+def write_table_report(
+    table: Table, results: Mapping[str, Mapping[str, Any]], options: Options, ran: Sequence[str] = (), failed: Sequence[str] = ()
+) -> Path:
+    """``reports/tableN.md`` + ``.csv`` from ``results`` (row key -> result record, all of ``options.scale``),
+    training curves and the index ``reports/README.md``. ``ran`` / ``failed``: the rows of this run."""
+    from cca.provenance import provenance
+    from experiments.reports import index, tables
+
+    reports = Path(options.reports_dir)
+    scale = options.scale
+    if scale != "full" and _holds_full_scale(reports / f"table{table.number}.csv"):
+        # never replace a full-scale report by a smoke one: the smoke report goes beside it
+        print(f"[table {table.number}] reports/table{table.number}.md holds full-scale results: kept; "
+              f"this {scale} report goes to {reports / scale}/")
+        reports = reports / scale
+    paper = tables.load_paper_table(table.paper_csv)
+    reads_data = getattr(table.full, "dataset", None) is not None  # table 5 reads no data
+    regenerate = f"nox -s reproduce_table{table.number}" + (
+        "" if scale == "smoke" else f" -- --scale full{' --data-root PATH' if reads_data else ''} ...")
+    frame = label_metric_scales(tables.compare(paper, _ours(results), table.metrics, command=options.command), table)
+    summary = _summary(table, results, scale, reads_data, ran, failed)
+    sections = [("Settings", _settings_text(table) + f"\n\nRows (changes from the {scale} base settings):\n\n"
+                  + "\n".join(_settings_lines(table, results, scale)))]
+    curves = _curves(table, results, options, reports)
+    if curves:
+        metric_label = METRIC_LABELS.get(table.metrics[0], table.metrics[0])
+        sections.append(("Training curves", f"Loss and val {metric_label} vs iteration ({scale} scale): " + ", ".join(curves) + "."))
+    missing = bool((frame["paper"].isna() & (frame["source"] != tables.NOT_IN_PAPER)).any())
     displayed = None
     if table.number == 5:  # the efficiency table reads as the paper prints it, with the verdict on its +NL memory
         from experiments.reports import table5
@@ -215,16 +237,15 @@ def write_table_report(
         error, _ = memory_error(Path(options.reports_dir))
         displayed = table5.displayed(frame, error)
         summary += "\n\n" + table5.verdict_on_nonlocal_memory(frame, error)
-    prov = provenance(options.device or "cpu", command=options.command or None)
     md, _ = tables.write_report(
         frame,
         reports / f"table{table.number}.md",
         reports / f"table{table.number}.csv",
         title=f"Table {table.number}: {table.title}",
-        provenance=prov,
+        provenance=provenance(options.device or "cpu", command=options.command or None),
         regenerate=regenerate,
         summary=summary,
-        notes=notes,
+        notes=_notes(table, missing),
         sections=sections,
         displayed=displayed,
     )
