@@ -25,7 +25,7 @@ from torch import Tensor
 
 import cca
 from cca import _env
-from cca.ops import reference
+from cca.ops import cuda_dispatch, reference
 from cca.ops.cuda_dispatch import cuda_event_timer
 from cca.profiling import gpu_model
 
@@ -131,33 +131,27 @@ def axial_sdpa(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     return merged.permute(0, 3, 1, 2).to(value.dtype)
 
 
-def _fused(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    from cca.ops import triton_kernels  # absent or failing: the case records the error
+def _backend(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """The dispatcher's backend ``name``; a call it cannot serve raises its ``can_run`` reason (the case
+    records the error)."""
+    candidate = cuda_dispatch.default_candidates()[name]
 
-    return triton_kernels.criss_cross_attention(query, key, value)
+    def run(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        reason = candidate.can_run(query, key, value)
+        if reason is not None:
+            raise RuntimeError(f"{name}: {reason}")
+        return candidate.run(query, key, value)
 
-
-def _gemm(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    from cca.ops import gemm_backend
-
-    return gemm_backend.criss_cross_attention(query, key, value)
-
-
-def _simple(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    from cca.ops import _extension, criss_cross
-
-    if not _extension.has_kernel("cuda"):
-        raise RuntimeError("the compiled CUDA kernels are not loaded (python -m cca.info)")
-    return criss_cross.simple_attention(query, key, value)
+    return run
 
 
 # einsum and auto first: the auto-vs-einsum check needs both when the budget runs out
 FORMULATIONS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
     "einsum": reference.criss_cross_attention_2d,
     "auto": cca.criss_cross_attention,
-    "gemm": _gemm,
-    "simple": _simple,
-    "fused": _fused,
+    "gemm": _backend("gemm"),
+    "simple": _backend("simple"),
+    "fused": _backend("fused"),
     "axial_sdpa": axial_sdpa,
 }
 MODELLED = {"einsum", "gemm", "simple", "fused"}  # formulations with bytes in cca.profiling.gpu_model

@@ -115,11 +115,6 @@ def _attention(query: Tensor, key: Tensor, value: Tensor, ndim: int) -> Tensor:
     return _op(f"ca_map_{dim}", query.device)(_softmax_of_fresh_energy(energy), value)
 
 
-def simple_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    """2D attention by ``ca_weight_2d -> softmax -> ca_map_2d`` (the ``simple`` CUDA backend; CPU's path)."""
-    return _attention(query, key, value, 4)
-
-
 def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     """Criss-cross attention (CCNet, Huang et al.), each pixel attending to its row and column.
 
